@@ -1,0 +1,32 @@
+"""Shared test helpers: where the repo is and how to run pyinfra from it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
+
+
+def run_pyinfra(*args: str, timeout: float = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the pyinfra CLI from the repo root (so config.py applies), bounded in time."""
+    return subprocess.run(
+        [PYINFRA, *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYINFRA_PROGRESS": "off", **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    """The repository root (pyinfra must run from here to load config.py)."""
+    return REPO_ROOT
