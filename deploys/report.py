@@ -1,0 +1,152 @@
+"""The validation report: one line per layer per host, checked from facts at execute time.
+
+Each layer registers a check with ``register_check(layer, func)``; ``func(host)``
+reads facts from the host (at execute time, after the layer's operations ran) and
+returns a ``CheckResult``.  The ``report`` deploy runs every registered check on
+every host, prints a table such as::
+
+    ds1     base     OK    chrony synced to 198.18.20.10 (stratum 9), sysctl baseline applied
+    data2   base     FAIL  chrony not running; fix: rerun the deploy (systemctl status chrony)
+
+then the front door's address, and fails the run (exit 1) if any check failed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import click
+from pyinfra import host, inventory
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra.operations import python
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Outcome of one layer's check on one host."""
+
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def text(self) -> str:
+        """The part of the report line after the status."""
+        return self.detail if self.ok or not self.fix else f"{self.detail}; fix: {self.fix}"
+
+
+LayerCheck = Callable[[Any], CheckResult]
+"""Takes the pyinfra ``Host`` being checked; reads facts from it."""
+
+_CHECKS: dict[str, tuple[LayerCheck, Callable[[Any], bool]]] = {}
+_RESULTS: dict[str, list[tuple[str, CheckResult]]] = {}
+
+
+def _always(_host: Any) -> bool:
+    return True
+
+
+def register_check(layer: str, check: LayerCheck, applies: Callable[[Any], bool] = _always) -> None:
+    """Add (or replace) the check for ``layer``; ``applies(host)`` selects its hosts.
+
+    Layers report in registration order, so register in deploy order.
+    """
+    _CHECKS[layer] = (check, applies)
+
+
+def registered_layers() -> list[str]:
+    """Names of the layers that have a check, in report order."""
+    return list(_CHECKS)
+
+
+def in_group(group: str) -> Callable[[Any], bool]:
+    """An ``applies`` predicate: the host is in inventory group ``group``."""
+    return lambda target: group in target.groups
+
+
+def poll(check: LayerCheck, target: Any, deadline_seconds: float, interval: float = 1.0) -> CheckResult:
+    """Run ``check`` until it passes or ``deadline_seconds`` pass; return the last result.
+
+    For conditions that settle shortly after a deploy (chrony's first sync takes a
+    few seconds after a restart).  Facts are re-read on every call.
+    """
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        result = check(target)
+        if result.ok or time.monotonic() >= deadline:
+            return result
+        time.sleep(interval)
+
+
+def format_line(host_name: str, layer: str, result: CheckResult) -> str:
+    """One report line: host, layer, OK/FAIL, detail (and the fix on failure)."""
+    status = "OK" if result.ok else "FAIL"
+    return f"{host_name:<8} {layer:<10} {status:<5} {result.text()}"
+
+
+def run_checks(target: Any) -> list[tuple[str, CheckResult]]:
+    """Every applicable layer check on ``target``; an exception counts as a failure."""
+    results = []
+    for layer, (check, applies) in _CHECKS.items():
+        if not applies(target):
+            continue
+        try:
+            result = check(target)
+        except Exception as exc:  # a check that blows up is a failed check, not a crash
+            result = CheckResult(False, f"check raised {type(exc).__name__}: {exc}", "see the error above")
+        results.append((layer, result))
+    return results
+
+
+def _check_this_host() -> None:
+    """Execute-time: run the checks on the current host, print its lines, keep results."""
+    results = run_checks(host)
+    _RESULTS[host.name] = results
+    for layer, result in results:
+        click.echo(format_line(host.name, layer, result))
+
+
+def _front_door() -> str:
+    """Where users reach the service; the app tier will register a real answer."""
+    provider = _FRONT_DOOR[0]
+    return provider() if provider else "front door: not deployed yet (app tier comes in a later issue)"
+
+
+_FRONT_DOOR: list[Callable[[], str] | None] = [None]
+
+
+def register_front_door(provider: Callable[[], str]) -> None:
+    """Set the function that returns the report's last line (e.g. the LB's address)."""
+    _FRONT_DOOR[0] = provider
+
+
+def _summary() -> None:
+    """Execute-time, once: count failures, print the front door."""
+    failed = [
+        f"{name}/{layer}" for name, results in _RESULTS.items() for layer, r in results if not r.ok
+    ]
+    total = sum(len(results) for results in _RESULTS.values())
+    click.echo(f"validation: {total - len(failed)}/{total} checks OK" + (f", FAILED: {', '.join(failed)}" if failed else ""))
+    click.echo(_front_door())
+
+
+def _fail_if_this_host_failed() -> None:
+    """Execute-time: make the run exit non-zero when this host failed a check."""
+    failed = [layer for layer, result in _RESULTS.get(host.name, []) if not result.ok]
+    if failed:
+        raise PyinfraError(f"{host.name}: validation failed for layer(s) {', '.join(failed)}")
+
+
+@deploy("Validation report")
+def report() -> None:
+    """Check every registered layer on every host and print the report.
+
+    The checks run inside ``python.call`` so they read facts at execute time, after
+    the layers changed the hosts, not at plan time.
+    """
+    python.call(name="Validate layers", function=_check_this_host)
+    python.call(name="Validation summary", function=_summary, _run_once=True)
+    python.call(name="Fail on validation errors", function=_fail_if_this_host_failed)

@@ -1,0 +1,94 @@
+"""Production-shaped inventory: copy it, edit it, run it.
+
+    cp inventories/example.py inventory.py        # then edit hosts and addresses
+    install -m 600 /dev/null /etc/onlyoffice-ha/secrets.yml   # then fill it in (README)
+    pyinfra inventory.py deploys/ha.py
+
+Same groups and data keys as the lab (docs/architecture.md): lb, docs, postgres,
+etcd, redis, rabbitmq.  The reference topology is 3 availability zones with
+2 load balancers, 3 Document Server hosts and 3 data hosts (each data host runs
+PostgreSQL, etcd, Redis and RabbitMQ).  Every tier must span at least 2 AZs: the
+inventory check refuses anything else before a single host is touched.
+
+Everything lives in this one file (no group_data/ folder) so nothing here leaks into
+other inventories run from the same directory.
+
+Secrets are never written here: they are loaded from ``$OOHA_SECRETS_FILE``
+(default /etc/onlyoffice-ha/secrets.yml), a YAML mapping that must be mode 0600.
+"""
+
+from deploys.inventory_check import check_inventory_groups
+from inventories.secrets import load_production_secrets
+
+# --- connection defaults --------------------------------------------------------------
+# The deploy logs in as an unprivileged user with passwordless sudo (config.py sets
+# SUDO = True).  Host keys are checked against known_hosts: collect them out of band
+# (cloud console, image build, `ssh-keyscan` over a trusted path) before the first
+# run.  Never set ssh_strict_host_key_checking to "no": the check refuses it.
+_CONNECTION = {
+    "ssh_user": "deploy",
+    "ssh_key": "~/.ssh/onlyoffice_ha_ed25519",
+    "ssh_known_hosts_file": "~/.ssh/known_hosts",
+    "ssh_strict_host_key_checking": "yes",
+}
+
+
+def _host(name: str, az: str, address: str) -> tuple[str, dict]:
+    """One host: logical name, its AZ, and the private address peers use.
+
+    ``ssh_hostname`` is what pyinfra connects to; here the same private address
+    (e.g. through a VPN or a bastion configured in ~/.ssh/config).  Use a DNS name
+    instead if you have one: ``private_address`` must stay an IP address because it
+    goes into service configs.
+    """
+    return (name, {"az": az, "ssh_hostname": address, "private_address": address, **_CONNECTION})
+
+
+# --- hosts ----------------------------------------------------------------------------
+# Replace the names, zones and addresses with yours.  The addresses below are from
+# the documentation ranges (RFC 5737): nothing answers there.
+_HOSTS = [
+    # Load balancers: Nginx in front of the Document Server tier, floating address
+    # moved by VRRP (a later issue).  Two AZs at least.
+    _host("lb1", "eu-west-1a", "192.0.2.11"),
+    _host("lb2", "eu-west-1b", "198.51.100.12"),
+    # Document Server hosts: Docker engine + the documentserver-ee container.
+    _host("ds1", "eu-west-1a", "192.0.2.21"),
+    _host("ds2", "eu-west-1b", "198.51.100.22"),
+    _host("ds3", "eu-west-1c", "203.0.113.23"),
+    # Data hosts: PostgreSQL (Patroni over etcd), Redis + Sentinel, RabbitMQ.
+    # Three of them, one per AZ, so every quorum survives the loss of one AZ.
+    _host("data1", "eu-west-1a", "192.0.2.31"),
+    _host("data2", "eu-west-1b", "198.51.100.32"),
+    _host("data3", "eu-west-1c", "203.0.113.33"),
+]
+
+# --- global data (the "all" group) ----------------------------------------------------
+# Each key is documented in the data_defaults of the layer that reads it
+# (deploys/base.py for these).  Omitted keys take those defaults.
+_GLOBAL_DATA = {
+    # apt caching proxy (apt-cacher-ng) or None to fetch from the mirrors directly.
+    "apt_proxy": None,
+    # Your NTP servers; an empty list means Debian's pool.
+    "ntp_servers": ["0.debian.pool.ntp.org", "1.debian.pool.ntp.org"],
+    # Real machines may step and slew their clock (containers may not).
+    "chrony_may_set_clock": True,
+    # Kernel-wide sysctls, on top of deploys/base.py's defaults; {} keeps the defaults.
+    # "sysctl_host_baseline": {"vm.swappiness": 10, "vm.overcommit_memory": 1},
+    # Loaded from $OOHA_SECRETS_FILE (mode 0600), never written here.
+    "secrets": load_production_secrets(),
+}
+
+# --- groups ---------------------------------------------------------------------------
+# Every module-level list (or (list, data) tuple) is a pyinfra group.  Keep helpers
+# private with a leading underscore so pyinfra does not take them for groups.
+all = (_HOSTS, _GLOBAL_DATA)  # noqa: A001  (pyinfra's name for the group of every host)
+lb = ["lb1", "lb2"]
+docs = ["ds1", "ds2", "ds3"]
+postgres = ["data1", "data2", "data3"]
+etcd = ["data1", "data2", "data3"]
+redis = ["data1", "data2", "data3"]
+rabbitmq = ["data1", "data2", "data3"]
+
+# Refuse an invalid inventory while pyinfra is loading it: before any connection.
+check_inventory_groups(globals(), source=__file__)

@@ -1,0 +1,105 @@
+"""Turn the lab's state (``.lab/state.json``, see docs/architecture.md) into inventory groups.
+
+Kept apart from ``inventories/lab.py`` so the translation is plain functions with unit
+tests; ``lab.py`` only calls ``lab_groups()`` and names the groups.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pyinfra.api.exceptions import PyinfraError
+
+from inventories.secrets import load_secrets
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LAB_DIR_ENV = "OOHA_LAB_DIR"
+ROLES: tuple[str, ...] = ("lb", "docs", "postgres", "etcd", "redis", "rabbitmq")
+INFRA_ROLE = "services"
+"""The services host is lab infrastructure (registry, S3, apt cache, NTP), not a target."""
+
+
+class LabNotUpError(PyinfraError):
+    """The lab has no state file: it was never brought up (or was taken down)."""
+
+
+def lab_dir() -> Path:
+    """The lab's state directory: ``$OOHA_LAB_DIR`` or ``<repo>/.lab``."""
+    return Path(os.environ.get(LAB_DIR_ENV) or REPO_ROOT / ".lab")
+
+
+def load_lab_state(state_dir: Path | None = None) -> dict[str, Any]:
+    """Read ``state.json`` from the lab directory, with a clear error if the lab is not up."""
+    path = (state_dir or lab_dir()) / "state.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LabNotUpError(
+            f"the lab is not up ({path} does not exist): run `python -m lab up` "
+            f"(or `make lab`) first"
+        ) from None
+    try:
+        state = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LabNotUpError(f"{path} is not valid JSON ({exc}): run `python -m lab up` again") from None
+    if not isinstance(state, dict) or not isinstance(state.get("hosts"), list):
+        raise LabNotUpError(f"{path} has no host list: run `python -m lab up` again")
+    return state
+
+
+def host_data(host: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    """Per-host data from one state entry (connection keys, az, private_address)."""
+    return {
+        "az": host.get("az"),
+        "ssh_hostname": host.get("address"),
+        "ssh_user": host.get("ssh_user"),
+        "ssh_key": host.get("ssh_key") or state.get("ssh_key"),
+        "ssh_known_hosts_file": state.get("known_hosts"),
+        "ssh_strict_host_key_checking": "yes",
+        "private_address": host.get("address"),
+        "lab_container": host.get("container"),
+        "lab_addresses": dict(host.get("addresses") or {}),
+    }
+
+
+def global_data(state: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+    """Data for the ``all`` group: lab services and the loaded secrets."""
+    services = state.get("services") or {}
+    ntp = services.get("ntp_server")
+    return {
+        "apt_proxy": services.get("apt_proxy"),
+        "ntp_servers": [ntp] if ntp else [],
+        # Lab hosts are containers without CAP_SYS_TIME: chronyd runs with -x.
+        "chrony_may_set_clock": False,
+        # Containers share this machine's kernel: kernel-wide sysctls stay untouched.
+        "sysctl_host_baseline": {},
+        "lab_ca_cert": state.get("ca_cert"),
+        "lab_services": dict(services),
+        "secrets": secrets,
+    }
+
+
+def lab_groups(state: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+    """Inventory groups ``{"all": ([(name, data)...], global), role: [names]...}``.
+
+    Hosts are listed with their data once, in ``all``; role groups list names only.
+    The services host is left out.  Roles missing from the lab give empty groups,
+    which the inventory check reports.
+    """
+    targets = [h for h in state["hosts"] if INFRA_ROLE not in (h.get("roles") or [])]
+    groups: dict[str, Any] = {
+        "all": ([(h["name"], host_data(h, state)) for h in targets], global_data(state, secrets))
+    }
+    for role in ROLES:
+        groups[role] = [h["name"] for h in targets if role in (h.get("roles") or [])]
+    return groups
+
+
+def load_lab_groups(state_dir: Path | None = None) -> dict[str, Any]:
+    """Read the lab state and its secrets file and return the inventory groups."""
+    state = load_lab_state(state_dir)
+    secrets_file = state.get("secrets_file") or str((state_dir or lab_dir()) / "secrets.yml")
+    return lab_groups(state, load_secrets(secrets_file))
