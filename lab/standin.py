@@ -1,0 +1,75 @@
+"""Build the Document Server stand-in image and the backing-services image for its tests.
+
+The real onlyoffice/documentserver-ee image cannot be pulled here, so the lab builds a test double
+(lab/images/documentserver, see its README) from Debian packages on ooha-lab/base:bookworm.
+Both functions use the engine's build cache: the version-specific build args are applied in the
+last layers, so the second version costs seconds.
+"""
+from __future__ import annotations
+
+import re
+from collections import deque
+from pathlib import Path
+
+import docker
+
+IMAGES_DIR = Path(__file__).resolve().parent / "images"
+EDITIONS = ("ee", "de", "community")
+BACKING_TAG = "ooha-lab/backing:bookworm"
+_VERSION_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_LOG_TAIL_LINES = 40
+
+
+class ImageBuildError(RuntimeError):
+    """A lab image failed to build; the message carries the tail of the build log."""
+
+
+def standin_tag(version: str, edition: str = "ee") -> str:
+    """Local tag of the stand-in for one version and edition (what build_standin returns)."""
+    return f"ooha-lab/documentserver-{edition}:{version}"
+
+
+def _build(client: docker.DockerClient, context: Path, tag: str, buildargs: dict[str, str] | None = None) -> str:
+    """Build `context` as `tag` through the low-level API so the whole log can be kept for errors.
+
+    The high-level images.build() raises with only the last message; a failing apt step needs
+    the lines before it to be understood.
+    """
+    tail: deque[str] = deque(maxlen=_LOG_TAIL_LINES)
+    error: str | None = None
+    for chunk in client.api.build(path=str(context), tag=tag, buildargs=buildargs or {},
+                                  rm=True, forcerm=True, decode=True):
+        if "stream" in chunk:
+            for line in chunk["stream"].splitlines():
+                if line.strip():
+                    tail.append(line)
+        if "error" in chunk:
+            error = chunk["error"].strip()
+            tail.append(error)
+    if error is not None:
+        raise ImageBuildError(f"building {tag} from {context} failed: {error}\n--- build log tail ---\n"
+                              + "\n".join(tail))
+    client.images.get(tag)  # raises ImageNotFound if the engine silently produced nothing
+    return tag
+
+
+def build_standin(client: docker.DockerClient, version: str, release_date: str, edition: str = "ee") -> str:
+    """Build the stand-in for `version` (e.g. "9.3.0.1") released on `release_date` (YYYY-MM-DD).
+
+    Returns the local tag `ooha-lab/documentserver-<edition>:<version>`. The release date matters:
+    the container drops the editing tables when it differs from the one persisted in its Data volume.
+    """
+    if not _VERSION_RE.match(version):
+        raise ValueError(f"version {version!r}: expected four dotted numbers like 9.3.0.1")
+    if not _DATE_RE.match(release_date):
+        raise ValueError(f"release_date {release_date!r}: expected YYYY-MM-DD")
+    if edition not in EDITIONS:
+        raise ValueError(f"edition {edition!r}: expected one of {', '.join(EDITIONS)}")
+    return _build(client, IMAGES_DIR / "documentserver", standin_tag(version, edition),
+                  {"DS_VERSION": version, "DS_RELEASE_DATE": release_date, "DS_EDITION": edition})
+
+
+def build_backing(client: docker.DockerClient) -> str:
+    """Build the image with real PostgreSQL 15, Redis and RabbitMQ used by tests/standin."""
+    return _build(client, IMAGES_DIR / "backing", BACKING_TAG)
