@@ -1,0 +1,6 @@
+"""Entry point: python -m lab up|down|status|build|stop|start|cut|heal."""
+import sys
+
+from lab.cli import run
+
+sys.exit(run(sys.argv[1:]))

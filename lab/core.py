@@ -1,0 +1,164 @@
+"""The lab's commands: up, down, status, build (the CLI in lab/cli.py is a thin shell over these)."""
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import time
+import urllib.request
+import base64
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import docker
+
+from lab import engine, hosts, state
+from lab.engine import LABEL_FILTER
+from lab.errors import LabError
+from lab.topology import Topology
+
+Say = Callable[[str], None]
+DS_REPOSITORY = "onlyoffice/documentserver-ee"
+#: Stand-in versions pushed to the registry: (version, release date), see docs/architecture.md.
+DS_VERSIONS = [("9.3.0.1", "2026-02-10"), ("9.3.1.2", "2026-03-17")]
+
+
+def _parallel(func: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    """Run func over items in threads (booting/SSH checks are I/O bound); re-raise the first error."""
+    with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
+        return list(pool.map(func, items))
+
+
+def build(say: Say, only_missing: bool = False) -> docker.DockerClient:
+    """Ensure the engine and build the lab images (only missing ones for `up`)."""
+    cli = engine.ensure_engine()
+    t0 = time.monotonic()
+    built = engine.build_images(cli, only_missing=only_missing)
+    if built:
+        say(f"built {', '.join(built)} ({time.monotonic() - t0:.1f}s)")
+    return cli
+
+
+def up(topo: Topology, say: Say) -> dict[str, Any]:
+    """Bring the lab up, reusing whatever already runs; return the status dict."""
+    t0 = time.monotonic()
+    cli = build(say, only_missing=True)
+    state.ensure_state_dir()
+    pubkey = state.ensure_ssh_key()
+    secrets = state.ensure_secrets()
+    engine.ensure_networks(cli, topo)
+    engine.ensure_routing()
+    for host in topo.hosts.values():
+        container = hosts.get_container(cli, host)
+        if container is None:
+            hosts.create_container(cli, topo, host)
+            container = hosts.get_container(cli, host)
+            say(f"created {host.container}")
+        if container.status != "running":
+            if container.status != "created":
+                say(f"starting {host.container} (it was {container.status}; `up` starts stopped hosts)")
+            container.start()
+    _parallel(lambda h: hosts.wait_booted(cli, h), list(topo.hosts.values()))
+    keys: dict[str, str] = {}
+    for host in topo.hosts.values():
+        hosts.authorize_key(cli, host, pubkey)
+        keys[host.name] = hosts.host_key(cli, host)
+    hosts.write_known_hosts(keys, topo)
+    _parallel(hosts.verify_ssh, list(topo.hosts.values()))
+    say(f"{len(topo.hosts)} hosts answer SSH with host key checking ({time.monotonic() - t0:.1f}s)")
+    svc = [h for h in topo.hosts.values() if "services" in h.roles]
+    if svc:
+        from lab import services
+        services.configure(cli, topo, svc[0], secrets, say)
+        services.push_standins(cli, svc[0], secrets, say)
+    status_dict = status(topo, cli)
+    say(f"lab up in {time.monotonic() - t0:.1f}s; state in {state.state_json_path()}")
+    return status_dict
+
+
+def _registry_tags(registry: str, secrets: dict[str, str]) -> list[str]:
+    """Stand-in tags the registry holds (empty if it does not answer)."""
+    ca = state.ca_dir() / "ca.crt"
+    if not ca.exists() or "registry_username" not in secrets:
+        return []
+    ctx = ssl.create_default_context(cafile=str(ca))
+    auth = base64.b64encode(f"{secrets['registry_username']}:{secrets['registry_password']}".encode()).decode()
+    req = urllib.request.Request(f"https://{registry}/v2/{DS_REPOSITORY}/tags/list",
+                                 headers={"Authorization": f"Basic {auth}"})
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=3) as resp:
+            return sorted(json.load(resp).get("tags") or [])
+    except (OSError, ValueError):
+        return []
+
+
+def status(topo: Topology, cli: docker.DockerClient | None = None) -> dict[str, Any]:
+    """The contract's status dict (docs/architecture.md); also written to .lab/state.json."""
+    cli = cli or engine.client()
+    sdir = state.state_dir()
+    svc = next((h for h in topo.hosts.values() if "services" in h.roles), None)
+    svc_addr = svc.address if svc else None
+    registry = f"{svc_addr}:5000" if svc_addr else None
+    result: dict[str, Any] = {
+        "name": topo.name,
+        "state_dir": str(sdir),
+        "ca_cert": str(state.ca_dir() / "ca.crt"),
+        "ssh_key": str(state.ssh_key_path()),
+        "known_hosts": str(state.known_hosts_path()),
+        "secrets_file": str(state.secrets_path()),
+        "services": {
+            "registry": registry,
+            "s3_endpoint": f"https://{svc_addr}:9000" if svc_addr else None,
+            "s3_bucket": "ooha-backups",
+            "s3_region": "us-east-1",
+            "apt_proxy": f"http://{svc_addr}:3142" if svc_addr else None,
+            "ntp_server": svc_addr,
+        },
+        "images": {"documentserver": {
+            "repository": f"{registry}/{DS_REPOSITORY}" if registry else None,
+            "tags": _registry_tags(registry, state.load_secrets()) if registry else []}},
+        "hosts": [],
+    }
+    for host in topo.hosts.values():
+        container = hosts.get_container(cli, host)
+        result["hosts"].append({
+            "name": host.name, "container": host.container, "az": host.az, "address": host.address,
+            "addresses": dict(host.addresses), "roles": list(host.roles), "ssh_user": hosts.SSH_USER,
+            "ssh_key": str(state.ssh_key_path()),
+            "state": container.status if container is not None else "missing",
+        })
+    if sdir.exists():
+        state.write_private(state.state_json_path(), json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def status_table(result: dict[str, Any], cuts: list[str]) -> str:
+    """A readable table of the status dict."""
+    lines = [f"{'HOST':<7} {'AZ':<7} {'ADDRESS':<14} {'OTHER ADDRESSES':<22} {'ROLES':<30} STATE"]
+    for h in result["hosts"]:
+        others = ",".join(a for n, a in h["addresses"].items() if a != h["address"])
+        lines.append(f"{h['name']:<7} {h['az']:<7} {h['address']:<14} {others:<22} {','.join(h['roles']):<30} {h['state']}")
+    s = result["services"]
+    lines += ["", f"registry {s['registry']}  s3 {s['s3_endpoint']} (bucket {s['s3_bucket']})  "
+                  f"apt proxy {s['apt_proxy']}  ntp {s['ntp_server']}",
+              f"stand-in tags: {', '.join(result['images']['documentserver']['tags']) or 'none'}",
+              f"cut AZs: {', '.join(cuts) or 'none'}",
+              f"ssh: ssh -i {result['ssh_key']} -o UserKnownHostsFile={result['known_hosts']} admin@<address>"]
+    return "\n".join(lines)
+
+
+def down(say: Say, purge: bool = False) -> None:
+    """Remove every lab container, network, volume and iptables rule; keep images (and .lab/ unless purge)."""
+    cli = engine.client()
+    containers = cli.containers.list(all=True, filters={"label": LABEL_FILTER})
+    _parallel(lambda c: c.remove(force=True, v=False), containers)
+    for net in cli.networks.list(filters={"label": LABEL_FILTER}):
+        net.remove()
+    volumes = cli.volumes.list(filters={"label": LABEL_FILTER})
+    for vol in volumes:
+        vol.remove(force=True)
+    engine.remove_routing()
+    say(f"removed {len(containers)} containers, the lab networks, {len(volumes)} volumes and the lab's iptables rules")
+    if purge and state.state_dir().exists():
+        shutil.rmtree(state.state_dir())
+        say(f"deleted {state.state_dir()}")

@@ -1,0 +1,166 @@
+"""Lab hosts: systemd + sshd containers that behave like VMs, reached over real SSH.
+
+Run flags follow shared/LAB-NOTES.md step 3 (--privileged fails on this machine) plus
+--cap-drop SYS_TIME so nothing inside a host can step this machine's clock.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import docker
+import paramiko
+
+from lab import state
+from lab.engine import LABEL, LABEL_FILTER
+from lab.errors import LabError
+from lab.topology import Host, Topology
+
+CAP_DROP = ["SYS_RESOURCE", "SYS_TIME"]
+SECURITY_OPT = ["seccomp=unconfined", "apparmor=unconfined"]
+SSH_USER = "admin"
+
+
+def volume_name(host: Host) -> str:
+    """Named volume for the host's /var/lib/docker (an engine inside a host needs a real fs)."""
+    return f"{host.container}-docker"
+
+
+def get_container(cli: docker.DockerClient, host: Host) -> Any | None:
+    """The host's container, or None."""
+    try:
+        return cli.containers.get(host.container)
+    except docker.errors.NotFound:
+        return None
+
+
+def create_container(cli: docker.DockerClient, topo: Topology, host: Host) -> None:
+    """Create (not start) the host's container on its networks with fixed addresses."""
+    api = cli.api
+    try:
+        cli.volumes.get(volume_name(host))
+    except docker.errors.NotFound:
+        cli.volumes.create(volume_name(host), labels=LABEL)
+    host_config = api.create_host_config(
+        cap_add=["ALL"], cap_drop=CAP_DROP, security_opt=SECURITY_OPT,
+        binds={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
+               volume_name(host): {"bind": "/var/lib/docker", "mode": "rw"}},
+        tmpfs={"/run": "", "/run/lock": ""},
+        restart_policy={"Name": "no"},
+    )
+    nets = list(host.addresses.items())
+    # The host's own zone first: docker takes the default route from the first network joined.
+    nets.sort(key=lambda item: item[0] != host.az)
+    first_net, first_addr = nets[0]
+    networking = api.create_networking_config(
+        {topo.networks[first_net].docker_name: api.create_endpoint_config(ipv4_address=first_addr)})
+    created = api.create_container(
+        host.image, name=host.container, hostname=host.name, labels={**LABEL, "ooha.lab.host": host.name},
+        host_config=host_config, networking_config=networking, stop_signal="SIGRTMIN+3",
+        volumes=["/sys/fs/cgroup", "/var/lib/docker"])
+    for net_name, addr in nets[1:]:
+        api.connect_container_to_network(created["Id"], topo.networks[net_name].docker_name, ipv4_address=addr)
+
+
+def exec_out(container: Any, cmd: list[str], user: str = "root") -> tuple[int, str]:
+    """Run a command in the container over docker exec (the out-of-band console)."""
+    result = container.exec_run(cmd, user=user, demux=False)
+    return result.exit_code, (result.output or b"").decode(errors="replace")
+
+
+def wait_booted(cli: docker.DockerClient, host: Host, deadline_s: float = 120.0) -> None:
+    """Poll until systemd reports running/degraded and ssh.service is active."""
+    end = time.monotonic() + deadline_s
+    last = "not started"
+    while time.monotonic() < end:
+        container = get_container(cli, host)
+        if container is None:
+            raise LabError(f"container {host.container} disappeared while booting; run `python -m lab up` again")
+        container.reload()
+        if container.status != "running":
+            last = f"container is {container.status}"
+        else:
+            rc, out = exec_out(container, ["systemctl", "is-system-running"])
+            last = f"systemd is {out.strip() or rc}"
+            if out.strip() in ("running", "degraded"):
+                rc, out = exec_out(container, ["systemctl", "is-active", "ssh.service"])
+                if out.strip() == "active":
+                    return
+                last = f"ssh.service is {out.strip()}"
+        time.sleep(0.5)
+    raise LabError(f"{host.name} did not boot within {deadline_s:.0f}s ({last}); "
+                   f"inspect with `docker exec {host.container} systemctl --failed`")
+
+
+def authorize_key(cli: docker.DockerClient, host: Host, pubkey: str) -> None:
+    """Install the lab's public key for admin (idempotent: rewrites the same single line)."""
+    container = cli.containers.get(host.container)
+    script = ('set -e; install -d -m 0700 -o admin -g admin /home/admin/.ssh; '
+              'f=/home/admin/.ssh/authorized_keys; '
+              'if [ "$(cat $f 2>/dev/null)" != "$1" ]; then printf "%s\\n" "$1" > $f; fi; '
+              'chown admin:admin $f; chmod 0600 $f')
+    rc, out = exec_out(container, ["sh", "-c", script, "sh", pubkey])
+    if rc != 0:
+        raise LabError(f"could not authorize the lab key on {host.name}: {out.strip()}")
+
+
+def host_key(cli: docker.DockerClient, host: Host) -> str:
+    """The host's own ed25519 public key, read over docker exec (not over the network)."""
+    container = cli.containers.get(host.container)
+    rc, out = exec_out(container, ["cat", "/etc/ssh/ssh_host_ed25519_key.pub"])
+    parts = out.split()
+    if rc != 0 or len(parts) < 2 or parts[0] != "ssh-ed25519":
+        raise LabError(f"{host.name} has no ed25519 host key ({out.strip()}); check ooha-ssh-hostkeys.service in it")
+    return f"{parts[0]} {parts[1]}"
+
+
+def write_known_hosts(lines: dict[str, str], topo: Topology) -> None:
+    """Write known_hosts: every address of each host -> its key (order of the topology)."""
+    out = []
+    for host in topo.hosts.values():
+        if host.name in lines:
+            out.append(f"{','.join(host.addresses.values())} {lines[host.name]}")
+    state.write_private(state.known_hosts_path(), "\n".join(out) + "\n")
+
+
+def ssh_client(address: str, user: str = SSH_USER, timeout: float = 10.0) -> paramiko.SSHClient:
+    """An SSH connection with the lab key, the lab known_hosts and host key checking on."""
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(state.known_hosts_path()))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(address, username=user, key_filename=str(state.ssh_key_path()), timeout=timeout,
+                   banner_timeout=timeout, auth_timeout=timeout, look_for_keys=False, allow_agent=False)
+    return client
+
+
+def ssh_run(address: str, command: str, timeout: float = 30.0) -> tuple[int, str]:
+    """Run one command over SSH as admin; return (exit code, stdout+stderr)."""
+    client = ssh_client(address)
+    try:
+        _, stdout, stderr = client.exec_command(command, timeout=timeout)
+        out = stdout.read().decode(errors="replace") + stderr.read().decode(errors="replace")
+        return stdout.channel.recv_exit_status(), out
+    finally:
+        client.close()
+
+
+def verify_ssh(host: Host, deadline_s: float = 30.0) -> None:
+    """Log in over SSH with host key checking; poll briefly (sshd may still be binding)."""
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            rc, out = ssh_run(host.address, "sudo -n true && hostname")
+            if rc == 0 and out.strip() == host.name:
+                return
+            problem = f"`sudo -n true && hostname` gave rc={rc}: {out.strip()[:200]}"
+        except (paramiko.SSHException, OSError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() > end:
+            raise LabError(f"SSH to admin@{host.address} ({host.name}) fails: {problem}; "
+                           f"check sshd with `docker exec {host.container} journalctl -u ssh`")
+        time.sleep(0.5)
+
+
+def lab_containers(cli: docker.DockerClient) -> list[Any]:
+    """Every container labelled as the lab's (including ones not in the topology any more)."""
+    return cli.containers.list(all=True, filters={"label": LABEL_FILTER})
