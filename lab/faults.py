@@ -13,6 +13,7 @@ What a cut does (documented in lab/README.md):
 from __future__ import annotations
 
 import re
+import shlex
 import time
 
 import docker
@@ -34,17 +35,20 @@ def cut_rules(topo: Topology, az: str) -> list[list[str]]:
     mine = topo.addresses_of(az)
     regional = [str(n.subnet) for n in topo.networks.values() if not n.is_az and not any(
         h.az == az for h in topo.hosts.values() if n.name in h.addresses)]
-    rules: list[list[str]] = []
+    # Every exemption must come before every drop: a reply inside the AZ would otherwise meet
+    # the "anything -> this address" drop of its destination before its own exemption.
+    exempt: list[list[str]] = []
+    drops: list[list[str]] = []
     for addr in mine:
         for peer in mine:
             if peer != addr:
-                rules.append(["-s", addr, "-d", peer, *_tag(az), "-j", "RETURN"])
+                exempt.append(["-s", addr, "-d", peer, *_tag(az), "-j", "RETURN"])
         for subnet in regional:
-            rules.append(["-s", addr, "-d", subnet, *_tag(az), "-j", "RETURN"])
-            rules.append(["-s", subnet, "-d", addr, *_tag(az), "-j", "RETURN"])
-        rules.append(["-s", addr, "-d", LAB_CIDR, *_tag(az), "-j", "DROP"])
-        rules.append(["-s", LAB_CIDR, "-d", addr, *_tag(az), "-j", "DROP"])
-    return rules
+            exempt.append(["-s", addr, "-d", subnet, *_tag(az), "-j", "RETURN"])
+            exempt.append(["-s", subnet, "-d", addr, *_tag(az), "-j", "RETURN"])
+        drops.append(["-s", addr, "-d", LAB_CIDR, *_tag(az), "-j", "DROP"])
+        drops.append(["-s", LAB_CIDR, "-d", addr, *_tag(az), "-j", "DROP"])
+    return exempt + drops
 
 
 def _listed(az: str | None = None) -> list[str]:
@@ -79,7 +83,7 @@ def _remove(az: str) -> int:
     """Delete every rule tagged for az; return how many."""
     lines = _listed(az)
     for line in lines:
-        iptables(*line.replace(f"-A {CUT_CHAIN} ", f"-D {CUT_CHAIN} ", 1).split())
+        iptables(*shlex.split(line.replace(f"-A {CUT_CHAIN} ", f"-D {CUT_CHAIN} ", 1)))
     return len(lines)
 
 
