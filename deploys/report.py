@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import click
-from pyinfra import host, inventory
-from pyinfra.api import deploy
-from pyinfra.api.exceptions import PyinfraError
-from pyinfra.operations import python
+from pyinfra import host, state
+from pyinfra.api import QuoteString, StringCommand, deploy, operation
+from pyinfra.api.state import StateStage
 
 
 @dataclass(frozen=True)
@@ -101,12 +100,46 @@ def run_checks(target: Any) -> list[tuple[str, CheckResult]]:
     return results
 
 
-def _check_this_host() -> None:
-    """Execute-time: run the checks on the current host, print its lines, keep results."""
+def _executing() -> bool:
+    """True while pyinfra executes; operation bodies also run at plan time (prepare)."""
+    return state.current_stage == StateStage.Execute
+
+
+@operation(is_idempotent=True)
+def validate_layers():
+    """Run the registered checks on this host at execute time and print its lines.
+
+    Yields nothing when every check passes (so a clean rerun reports no change) and
+    a failing command naming the failed layers otherwise, which fails the host and,
+    with FAIL_PERCENT = 0, the run.  At plan time it does nothing: facts read then
+    would describe the hosts before the deploy.
+    """
+    if not _executing():
+        return
     results = run_checks(host)
     _RESULTS[host.name] = results
     for layer, result in results:
         click.echo(format_line(host.name, layer, result))
+    failed = [layer for layer, result in results if not result.ok]
+    if failed:
+        message = f"validation failed on {host.name}: {', '.join(failed)} (see the report lines above)"
+        yield StringCommand("echo", QuoteString(message), ">&2", "&&", "exit", "1")
+    else:
+        host.noop(f"{len(results)} layer check(s) OK")
+
+
+@operation(is_idempotent=True)
+def print_summary():
+    """Print the totals and the front door once every host passed (execute time only)."""
+    if not _executing():
+        return
+    total = sum(len(results) for results in _RESULTS.values())
+    failed = [f"{name}/{layer}" for name, results in _RESULTS.items() for layer, r in results if not r.ok]
+    summary = f"validation: {total - len(failed)}/{total} checks OK on {len(_RESULTS)} host(s)"
+    click.echo(summary + (f", FAILED: {', '.join(failed)}" if failed else ""))
+    click.echo(_front_door())
+    host.noop("report printed")
+    yield from ()
 
 
 def _front_door() -> str:
@@ -123,30 +156,12 @@ def register_front_door(provider: Callable[[], str]) -> None:
     _FRONT_DOOR[0] = provider
 
 
-def _summary() -> None:
-    """Execute-time, once: count failures, print the front door."""
-    failed = [
-        f"{name}/{layer}" for name, results in _RESULTS.items() for layer, r in results if not r.ok
-    ]
-    total = sum(len(results) for results in _RESULTS.values())
-    click.echo(f"validation: {total - len(failed)}/{total} checks OK" + (f", FAILED: {', '.join(failed)}" if failed else ""))
-    click.echo(_front_door())
-
-
-def _fail_if_this_host_failed() -> None:
-    """Execute-time: make the run exit non-zero when this host failed a check."""
-    failed = [layer for layer, result in _RESULTS.get(host.name, []) if not result.ok]
-    if failed:
-        raise PyinfraError(f"{host.name}: validation failed for layer(s) {', '.join(failed)}")
-
-
 @deploy("Validation report")
 def report() -> None:
     """Check every registered layer on every host and print the report.
 
-    The checks run inside ``python.call`` so they read facts at execute time, after
-    the layers changed the hosts, not at plan time.
+    The checks run inside operations that act only at execute time, so they read
+    facts after the layers changed the hosts, not at plan time.
     """
-    python.call(name="Validate layers", function=_check_this_host)
-    python.call(name="Validation summary", function=_summary, _run_once=True)
-    python.call(name="Fail on validation errors", function=_fail_if_this_host_failed)
+    validate_layers(name="Validate layers")
+    print_summary(name="Validation summary", _run_once=True)

@@ -30,3 +30,9 @@ def run_pyinfra(*args: str, timeout: float = 900, env: dict[str, str] | None = N
 def repo_root() -> Path:
     """The repository root (pyinfra must run from here to load config.py)."""
     return REPO_ROOT
+
+
+@pytest.fixture
+def pyinfra_cli():
+    """``run_pyinfra(*args, timeout=..., env=...)``: the pyinfra CLI from the repo root."""
+    return run_pyinfra
