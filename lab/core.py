@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import ssl
 import time
-import urllib.request
-import base64
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -15,12 +12,10 @@ import docker
 from lab import engine, hosts, state
 from lab.engine import LABEL_FILTER
 from lab.errors import LabError
+from lab.registry import DS_REPOSITORY, registry_tags
 from lab.topology import Topology
 
 Say = Callable[[str], None]
-DS_REPOSITORY = "onlyoffice/documentserver-ee"
-#: Stand-in versions pushed to the registry: (version, release date), see docs/architecture.md.
-DS_VERSIONS = [("9.3.0.1", "2026-02-10"), ("9.3.1.2", "2026-03-17")]
 
 
 def _parallel(func: Callable[[Any], Any], items: list[Any]) -> list[Any]:
@@ -76,22 +71,6 @@ def up(topo: Topology, say: Say) -> dict[str, Any]:
     return status_dict
 
 
-def _registry_tags(registry: str, secrets: dict[str, str]) -> list[str]:
-    """Stand-in tags the registry holds (empty if it does not answer)."""
-    ca = state.ca_dir() / "ca.crt"
-    if not ca.exists() or "registry_username" not in secrets:
-        return []
-    ctx = ssl.create_default_context(cafile=str(ca))
-    auth = base64.b64encode(f"{secrets['registry_username']}:{secrets['registry_password']}".encode()).decode()
-    req = urllib.request.Request(f"https://{registry}/v2/{DS_REPOSITORY}/tags/list",
-                                 headers={"Authorization": f"Basic {auth}"})
-    try:
-        with urllib.request.urlopen(req, context=ctx, timeout=3) as resp:
-            return sorted(json.load(resp).get("tags") or [])
-    except (OSError, ValueError):
-        return []
-
-
 def status(topo: Topology, cli: docker.DockerClient | None = None) -> dict[str, Any]:
     """The contract's status dict (docs/architecture.md); also written to .lab/state.json."""
     cli = cli or engine.client()
@@ -116,7 +95,7 @@ def status(topo: Topology, cli: docker.DockerClient | None = None) -> dict[str, 
         },
         "images": {"documentserver": {
             "repository": f"{registry}/{DS_REPOSITORY}" if registry else None,
-            "tags": _registry_tags(registry, state.load_secrets()) if registry else []}},
+            "tags": registry_tags(registry, state.load_secrets()) if registry else []}},
         "hosts": [],
     }
     for host in topo.hosts.values():
