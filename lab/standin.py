@@ -8,6 +8,7 @@ last layers, so the second version costs seconds.
 from __future__ import annotations
 
 import re
+import sys
 from collections import deque
 from pathlib import Path
 
@@ -73,3 +74,30 @@ def build_standin(client: docker.DockerClient, version: str, release_date: str, 
 def build_backing(client: docker.DockerClient) -> str:
     """Build the image with real PostgreSQL 15, Redis and RabbitMQ used by tests/standin."""
     return _build(client, IMAGES_DIR / "backing", BACKING_TAG)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m lab.standin VERSION RELEASE_DATE [EDITION]` or `python -m lab.standin backing`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m lab.standin", description=main.__doc__)
+    parser.add_argument("version", help="e.g. 9.3.0.1, or 'backing' for the backing-services image")
+    parser.add_argument("release_date", nargs="?", help="YYYY-MM-DD")
+    parser.add_argument("edition", nargs="?", default="ee", choices=EDITIONS)
+    args = parser.parse_args(argv)
+    client = docker.from_env(version="auto")
+    if args.version == "backing":
+        print(build_backing(client))
+        return 0
+    if not args.release_date:
+        parser.error("release_date is required for a stand-in build")
+    try:
+        print(build_standin(client, args.version, args.release_date, args.edition))
+    except (ValueError, ImageBuildError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,8 +2,10 @@
 (shared/DS-FACTS.md), against real PostgreSQL 15, Redis and RabbitMQ."""
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -16,24 +18,25 @@ from .conftest import JWT_SECRET, REDIS_PASS, SENTINEL_PASS, V1, V1_DATE, V2, V2
 pytestmark = pytest.mark.standin
 
 
-def open_editor(node: StandIn, key: str, through_nginx: bool = True) -> ClientConnection:
-    """An editor websocket under /doc/<key>/c/ and its welcome message checked."""
+@contextlib.contextmanager
+def open_editor(node: StandIn, key: str, through_nginx: bool = True) -> Iterator[ClientConnection]:
+    """An editor websocket under /doc/<key>/c/, its welcome message checked, closed on exit."""
     base = f"ws://{node.ip}" if through_nginx else f"ws://{node.ip}:8000"
-    ws = connect(f"{base}/doc/{key}/c/?EIO=4&transport=websocket", open_timeout=10, close_timeout=2)
-    hello = json.loads(ws.recv(timeout=10))
-    assert hello["type"] == "welcome" and hello["key"] == key
-    assert hello["node"] == node.container.name.removeprefix("ooha-standin-")
-    return ws
+    with connect(f"{base}/doc/{key}/c/?EIO=4&transport=websocket", open_timeout=10, close_timeout=2) as ws:
+        hello = json.loads(ws.recv(timeout=10))
+        assert hello["type"] == "welcome" and hello["key"] == key
+        assert hello["node"] == node.container.name.removeprefix("ooha-standin-")
+        assert hello["version"] == node.container.labels["ooha.ds.version"]
+        yield ws
 
 
 def editor_refused(node: StandIn) -> bool:
     """True when a new editor connection is refused (shutdown flag set on that node)."""
     try:
-        ws = open_editor(node, "probe")
+        with open_editor(node, "probe"):
+            return False
     except InvalidStatus as exc:
         return exc.response.status_code == 503
-    ws.close()
-    return False
 
 
 def edit_connections(node: StandIn) -> int:
@@ -55,6 +58,19 @@ def test_healthcheck_body_follows_each_backing_service(standin, backing: Backing
     finally:
         backing.svc("start", service)
     wait_for(lambda: node.health() == "true", 60, f"healthcheck true after {service} is back")
+
+
+def test_healthcheck_is_bounded_when_backing_host_hangs(standin, backing: Backing) -> None:
+    """A frozen host (accepts nothing, refuses nothing) must not hang /healthcheck."""
+    node = standin()
+    backing.container.pause()
+    try:
+        started = time.monotonic()
+        assert node.health() == "false"
+        assert time.monotonic() - started < 8, "each check must be bounded by a short timeout"
+    finally:
+        backing.container.unpause()
+    wait_for(lambda: node.health() == "true", 60, "healthcheck true after the host is back")
 
 
 def test_community_edition_ignores_redis(standin, backing: Backing) -> None:
@@ -130,6 +146,14 @@ def test_internal_only_from_localhost_through_nginx(standin) -> None:
     assert requests.get(node.direct + "/internal/cluster/inactive", timeout=5).json() is False
 
 
+def test_pre_stop_is_node_local(standin) -> None:
+    a, b = standin(), standin()
+    assert requests.put(a.direct + "/internal/cluster/pre-stop", timeout=5).json() is True
+    assert not b.inactive() and not a.inactive()
+    assert not editor_refused(b)
+    assert requests.delete(a.direct + "/internal/cluster/pre-stop", timeout=5).json() is False
+
+
 # --- secrets and local.json ----------------------------------------------------------------------
 
 def test_unset_secrets_change_at_every_restart(standin) -> None:
@@ -195,24 +219,23 @@ def test_sigterm_without_default_data_container_vars_does_not_broadcast(standin,
 def test_connections_edit_counts_open_websockets(standin) -> None:
     node = standin()
     assert edit_connections(node) == 0
-    sockets = [open_editor(node, f"count-{i}", through_nginx=i % 2 == 0) for i in range(3)]
-    wait_for(lambda: edit_connections(node) == 3, 10, "3 editing connections")
-    for ws in sockets[:2]:
-        ws.close()
-    wait_for(lambda: edit_connections(node) == 1, 10, "1 editing connection")
-    sockets[2].close()
+    with contextlib.ExitStack() as last:
+        with contextlib.ExitStack() as first_two:
+            for i in range(2):
+                first_two.enter_context(open_editor(node, f"count-{i}", through_nginx=i == 0))
+            last.enter_context(open_editor(node, "count-2"))
+            wait_for(lambda: edit_connections(node) == 3, 10, "3 editing connections")
+        wait_for(lambda: edit_connections(node) == 1, 10, "1 editing connection")
     wait_for(lambda: edit_connections(node) == 0, 10, "0 editing connections")
 
 
 def write_changes(node: StandIn, key: str, count: int) -> None:
-    ws = open_editor(node, key)
-    try:
+    """Send `count` changes in one editing session; each must be acknowledged in order."""
+    with open_editor(node, key) as ws:
         for i in range(count):
             ws.send(json.dumps({"type": "saveChanges", "changes": [f"change {i}"]}))
             ack = json.loads(ws.recv(timeout=10))
             assert ack == {"type": "ack", "key": key, "change_id": i}
-    finally:
-        ws.close()
 
 
 def test_version_change_drops_the_editing_tables(standin, backing: Backing, data_volume: str) -> None:
