@@ -1,0 +1,55 @@
+# onlyoffice-ha: two entry points for a fresh Debian 12 machine (as root).
+#   make lab    virtualenv + lab (Docker engine, images, hosts) + the main job on it
+#   make test   virtualenv + lab + every test (unit, stand-in, integration)
+# Helpers: make deploy | validate | unit | bench | status | down
+
+SHELL   := /bin/bash
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PYINFRA := $(VENV)/bin/pyinfra
+PYTEST  := $(VENV)/bin/pytest
+STAMP   := $(VENV)/.installed-onlyoffice-ha
+
+.PHONY: lab test deploy validate unit bench status down venv lab-up
+
+lab: lab-up deploy
+
+test: lab-up
+	$(PYTEST) tests
+
+venv: $(STAMP)
+
+# Debian's python3 has no ensurepip without python3-venv; install it when missing.
+$(STAMP): pyproject.toml
+	@if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then \
+		echo "--> installing python3-venv"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
+	fi
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+# Installs and starts the Docker engine if needed, builds the images, starts the lab
+# (reuses a running one).
+lab-up: venv
+	$(PY) -m lab up
+
+# The main job against the lab; ends with the validation report and the front door.
+deploy: venv
+	$(PYINFRA) -y inventories/lab.py deploys/ha.py
+
+validate: venv
+	$(PYINFRA) -y inventories/lab.py deploys/validate.py
+
+unit: venv
+	$(PYTEST) tests/unit
+
+bench: venv
+	$(PY) benchmarks/deploy_times.py
+
+status: venv
+	$(PY) -m lab status
+
+down: venv
+	$(PY) -m lab down
