@@ -257,3 +257,10 @@ def test_version_change_drops_the_editing_tables(standin, backing: Backing, data
     assert backing.psql(count, db) == "0,0", "upgrade drops and recreates the tables"
     assert exec_ok(new.container, ["cat", "/var/www/onlyoffice/Data/.private/ds_release_date"]).strip() == V2_DATE
     assert backing.psql("SELECT count(*) FROM pg_proc WHERE proname = 'merge_db'", db) == "1"
+
+    write_changes(new, "doc-rollback", 2)
+    assert backing.psql(count, db) == "2,1"
+    new.container.stop(timeout=20)
+    rolled_back = standin(V1, DB_NAME=db, volumes=volumes)
+    assert f"release date changed {V2_DATE} -> {V1_DATE}" in rolled_back.logs()
+    assert backing.psql(count, db) == "0,0", "a downgrade drops the tables exactly like an upgrade"
