@@ -31,6 +31,8 @@ class CheckResult:
     ok: bool
     detail: str
     fix: str = ""
+    final: bool = False
+    """For ``poll``: waiting will not change this result (e.g. the daemon is down)."""
 
     def text(self) -> str:
         """The part of the report line after the status."""
@@ -75,7 +77,7 @@ def poll(check: LayerCheck, target: Any, deadline_seconds: float, interval: floa
     deadline = time.monotonic() + deadline_seconds
     while True:
         result = check(target)
-        if result.ok or time.monotonic() >= deadline:
+        if result.ok or result.final or time.monotonic() >= deadline:
             return result
         time.sleep(interval)
 

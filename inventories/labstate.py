@@ -72,6 +72,8 @@ def global_data(state: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any
     return {
         "apt_proxy": services.get("apt_proxy"),
         "ntp_servers": [ntp] if ntp else [],
+        # svc1 is next door: poll it often so sync comes back soon after it restarts.
+        "ntp_server_options": "iburst minpoll 4 maxpoll 6",
         # Lab hosts are containers without CAP_SYS_TIME: chronyd runs with -x.
         "chrony_may_set_clock": False,
         # Containers share this machine's kernel: kernel-wide sysctls stay untouched.

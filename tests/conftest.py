@@ -12,6 +12,11 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 
+# Test modules import helpers as `tests.<dir>.<module>`; `pytest` (unlike
+# `python -m pytest`) does not put the repo root on sys.path by itself.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
 
 def run_pyinfra(*args: str, timeout: float = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the pyinfra CLI from the repo root (so config.py applies), bounded in time."""
@@ -26,13 +31,13 @@ def run_pyinfra(*args: str, timeout: float = 900, env: dict[str, str] | None = N
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def repo_root() -> Path:
     """The repository root (pyinfra must run from here to load config.py)."""
     return REPO_ROOT
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def pyinfra_cli():
     """``run_pyinfra(*args, timeout=..., env=...)``: the pyinfra CLI from the repo root."""
     return run_pyinfra

@@ -122,3 +122,14 @@ def test_poll_returns_first_passing_result_and_gives_up_at_deadline() -> None:
     assert poll(flips, None, deadline_seconds=10, interval=0.01).detail == "call 3"
     never = poll(lambda _t: CheckResult(False, "no"), None, deadline_seconds=0.05, interval=0.01)
     assert not never.ok
+
+
+def test_poll_stops_at_a_final_failure() -> None:
+    calls = []
+
+    def down(_target):
+        calls.append(1)
+        return CheckResult(False, "daemon down", final=True)
+
+    assert not poll(down, None, deadline_seconds=10, interval=0.01).ok
+    assert len(calls) == 1
