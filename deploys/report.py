@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import click
-from pyinfra import host, state
+from pyinfra import host, inventory, state
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
 from pyinfra.api.state import StateStage
 
@@ -109,32 +109,31 @@ def _executing() -> bool:
 
 @operation(is_idempotent=True)
 def validate_layers():
-    """Run the registered checks on this host at execute time and print its lines.
+    """Run the registered checks on this host at execute time and keep the results.
 
-    Yields nothing when every check passes (so a clean rerun reports no change) and
-    a failing command naming the failed layers otherwise, which fails the host and,
-    with FAIL_PERCENT = 0, the run.  At plan time it does nothing: facts read then
-    would describe the hosts before the deploy.
+    Nothing is yielded, so validation never counts as a change.  At plan time it
+    does nothing: facts read then would describe the hosts before the deploy.
     """
     if not _executing():
         return
-    results = run_checks(host)
-    _RESULTS[host.name] = results
-    for layer, result in results:
-        click.echo(format_line(host.name, layer, result))
-    failed = [layer for layer, result in results if not result.ok]
-    if failed:
-        message = f"validation failed on {host.name}: {', '.join(failed)} (see the report lines above)"
-        yield StringCommand("echo", QuoteString(message), ">&2", "&&", "exit", "1")
-    else:
-        host.noop(f"{len(results)} layer check(s) OK")
+    _RESULTS[host.name] = run_checks(host)
+    host.noop(f"{len(_RESULTS[host.name])} layer check(s) run")
+    yield from ()
+
+
+def report_table(results: dict[str, list[tuple[str, CheckResult]]], order: list[str]) -> list[str]:
+    """The report's lines: hosts in inventory order, layers in registration order."""
+    ranked = sorted(results, key=lambda name: order.index(name) if name in order else len(order))
+    return [format_line(name, layer, result) for name in ranked for layer, result in results[name]]
 
 
 @operation(is_idempotent=True)
-def print_summary():
-    """Print the totals and the front door once every host passed (execute time only)."""
+def print_report():
+    """Print the table, the totals and the front door, once (execute time only)."""
     if not _executing():
         return
+    for line in report_table(_RESULTS, [target.name for target in inventory]):
+        click.echo(line)
     total = sum(len(results) for results in _RESULTS.values())
     failed = [f"{name}/{layer}" for name, results in _RESULTS.items() for layer, r in results if not r.ok]
     summary = f"validation: {total - len(failed)}/{total} checks OK on {len(_RESULTS)} host(s)"
@@ -142,6 +141,19 @@ def print_summary():
     click.echo(_front_door())
     host.noop("report printed")
     yield from ()
+
+
+@operation(is_idempotent=True)
+def fail_on_failed_checks():
+    """Fail this host (and, with FAIL_PERCENT = 0, the run) if one of its checks failed."""
+    if not _executing():
+        return
+    failed = [layer for layer, result in _RESULTS.get(host.name, []) if not result.ok]
+    if failed:
+        message = f"validation failed on {host.name}: {', '.join(failed)} (see the report above)"
+        yield StringCommand("echo", QuoteString(message), ">&2", "&&", "exit", "1")
+    else:
+        host.noop("all checks passed")
 
 
 def _front_door() -> str:
@@ -166,4 +178,5 @@ def report() -> None:
     facts after the layers changed the hosts, not at plan time.
     """
     validate_layers(name="Validate layers")
-    print_summary(name="Validation summary", _run_once=True)
+    print_report(name="Print the report", _run_once=True)
+    fail_on_failed_checks(name="Fail on failed checks")

@@ -79,37 +79,19 @@ def test_report_line_shows_fix_only_on_failure() -> None:
     assert format_line("ds1", "base", CheckResult(False, "broken", "do X")).endswith("FAIL  broken; fix: do X")
 
 
-def test_base_registers_and_a_crashing_check_is_a_failure() -> None:
+def test_base_registers_and_a_crashing_check_is_a_failure(monkeypatch) -> None:
+    from deploys import report as report_module
+
     assert "base" in registered_layers()
 
     def explodes(_target):
         raise RuntimeError("boom")
 
+    monkeypatch.setattr(report_module, "_CHECKS", {})
     register_check("zz-test", explodes, applies=lambda target: target.name == "x")
-    try:
-        target = SimpleNamespace(name="x")
-        results = dict(run_checks(SimpleNamespace(name="y")))
-        assert "zz-test" not in results
-        from deploys import report as report_module
-        check, _ = report_module._CHECKS["zz-test"]
-        assert not report_module._CHECKS["zz-test"][1](SimpleNamespace(name="y"))
-        result = dict(run_checks_only("zz-test", target))["zz-test"]
-        assert not result.ok and "boom" in result.detail
-    finally:
-        from deploys import report as report_module
-        report_module._CHECKS.pop("zz-test", None)
-
-
-def run_checks_only(layer, target):
-    from deploys import report as report_module
-    saved = dict(report_module._CHECKS)
-    try:
-        report_module._CHECKS.clear()
-        report_module._CHECKS[layer] = saved[layer]
-        return run_checks(target)
-    finally:
-        report_module._CHECKS.clear()
-        report_module._CHECKS.update(saved)
+    assert run_checks(SimpleNamespace(name="y")) == []  # not applicable: not run
+    [(layer, result)] = run_checks(SimpleNamespace(name="x"))
+    assert layer == "zz-test" and not result.ok and "boom" in result.detail
 
 
 def test_poll_returns_first_passing_result_and_gives_up_at_deadline() -> None:
@@ -133,3 +115,14 @@ def test_poll_stops_at_a_final_failure() -> None:
 
     assert not poll(down, None, deadline_seconds=10, interval=0.01).ok
     assert len(calls) == 1
+
+
+def test_report_table_follows_inventory_order() -> None:
+    from deploys.report import report_table
+
+    results = {
+        "ds1": [("base", CheckResult(True, "a"))],
+        "lb1": [("base", CheckResult(False, "b", "c"))],
+    }
+    lines = report_table(results, ["lb1", "ds1"])
+    assert [line.split()[0] for line in lines] == ["lb1", "ds1"]
