@@ -1,22 +1,24 @@
 """The main job: `pyinfra INVENTORY deploys/ha.py`.
 
 1. refuse an invalid inventory before any operation (deploys/inventory_check.py);
-2. converge each layer (for now: the base layer on every host);
-3. validate every layer from facts at execute time and print the report
+2. converge each layer on the hosts of its group, in the order of deploys/layers.py
+   (``--data layers=redis,endpoints`` converges a subset; base always runs);
+3. validate the converged layers from facts at execute time and print the report
    (deploys/report.py), exiting non-zero on any failure.
-
-Later issues add layers between 2 and 3; each registers its check with the report.
 """
 
-from pyinfra import inventory
+from pyinfra import host, inventory
 
-from deploys.base import base
 from deploys.inventory_check import check_pyinfra_inventory
+from deploys.layers import selected_layers
 from deploys.report import report
 
 # pyinfra runs this file once per host; the inventory is the same each time.
 check_pyinfra_inventory(inventory)
 
-base()
+_layers = selected_layers(host.data.get("layers"))
+for _layer in _layers:
+    if _layer.applies(host):
+        _layer.deploy()()
 
-report()
+report(layers=[layer.name for layer in _layers])

@@ -301,6 +301,30 @@ def check_types(hosts: Sequence[HostSpec]) -> list[Problem]:
     return problems
 
 
+def check_layers(hosts: Sequence[HostSpec]) -> list[Problem]:
+    """``layers`` (converge a subset) names only real layers, so a typo is not a silent no-op."""
+    from deploys.layers import LAYER_NAMES, unknown_layers
+
+    problems = []
+    for spec in hosts:
+        value = spec.data.get("layers")
+        try:
+            unknown = unknown_layers(value)
+        except TypeError as exc:
+            problems.append(Problem(spec.name, "layers", str(exc), "pass e.g. --data layers=redis,endpoints"))
+            continue
+        if unknown:
+            problems.append(
+                Problem(
+                    spec.name,
+                    "layers",
+                    f"unknown layer(s) {', '.join(unknown)}",
+                    f"use names from {', '.join(LAYER_NAMES)}",
+                )
+            )
+    return problems
+
+
 RULES: tuple[Callable[[Sequence[HostSpec]], list[Problem]], ...] = (
     check_azs,
     check_groups,
@@ -308,6 +332,7 @@ RULES: tuple[Callable[[Sequence[HostSpec]], list[Problem]], ...] = (
     check_unique_addresses,
     check_host_key_checking,
     check_types,
+    check_layers,
 )
 
 

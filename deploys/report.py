@@ -14,7 +14,7 @@ then the front door's address, and fails the run (exit 1) if any check failed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,11 +88,14 @@ def format_line(host_name: str, layer: str, result: CheckResult) -> str:
     return f"{host_name:<8} {layer:<10} {status:<5} {result.text()}"
 
 
-def run_checks(target: Any) -> list[tuple[str, CheckResult]]:
-    """Every applicable layer check on ``target``; an exception counts as a failure."""
+def run_checks(target: Any, layers: Iterable[str] | None = None) -> list[tuple[str, CheckResult]]:
+    """Every applicable layer check on ``target`` (only ``layers`` when given).
+
+    An exception counts as a failure.
+    """
     results = []
     for layer, (check, applies) in _CHECKS.items():
-        if not applies(target):
+        if (layers is not None and layer not in layers) or not applies(target):
             continue
         try:
             result = check(target)
@@ -108,7 +111,7 @@ def _executing() -> bool:
 
 
 @operation(is_idempotent=True)
-def validate_layers():
+def validate_layers(layers: list[str] | None = None):
     """Run the registered checks on this host at execute time and keep the results.
 
     Nothing is yielded, so validation never counts as a change.  At plan time it
@@ -116,7 +119,7 @@ def validate_layers():
     """
     if not _executing():
         return
-    _RESULTS[host.name] = run_checks(host)
+    _RESULTS[host.name] = run_checks(host, layers)
     host.noop(f"{len(_RESULTS[host.name])} layer check(s) run")
     yield from ()
 
@@ -171,12 +174,12 @@ def register_front_door(provider: Callable[[], str]) -> None:
 
 
 @deploy("Validation report")
-def report() -> None:
+def report(layers: list[str] | None = None) -> None:
     """Check every registered layer on every host and print the report.
 
     The checks run inside operations that act only at execute time, so they read
     facts after the layers changed the hosts, not at plan time.
     """
-    validate_layers(name="Validate layers")
+    validate_layers(name="Validate layers", layers=layers)
     print_report(name="Print the report", _run_once=True)
     fail_on_failed_checks(name="Fail on failed checks")

@@ -1,15 +1,20 @@
 """Validation only: `pyinfra INVENTORY deploys/validate.py` changes nothing on the hosts.
 
-Runs the inventory check and the report of every layer the main job deploys, to see
-whether the hosts still match what ha.py converged (e.g. after an incident).
+Runs the inventory check and the report of every layer the main job deploys (or of
+``--data layers=...``), to see whether the hosts still match what ha.py converged
+(e.g. after an incident).
 """
 
-from pyinfra import inventory
+from pyinfra import host, inventory
 
-import deploys.base  # noqa: F401  (registers the base layer's check)
 from deploys.inventory_check import check_pyinfra_inventory
+from deploys.layers import selected_layers
 from deploys.report import report
 
 check_pyinfra_inventory(inventory)
 
-report()
+_layers = selected_layers(host.data.get("layers"))
+for _layer in _layers:
+    _layer.deploy()  # importing a layer registers its check
+
+report(layers=[layer.name for layer in _layers])

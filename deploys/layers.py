@@ -1,0 +1,68 @@
+"""The main job's layers, in the order they converge, and which hosts each runs on.
+
+One place decides the order (etcd before Patroni, the data tier before the
+client-side endpoints that point at it) so ha.py, validate.py and the report agree.
+An operator may converge a subset with ``--data layers=redis,endpoints``; the base
+layer always runs because every other layer relies on it (apt proxy, time sync).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A layer: its name, the inventory group it runs on (None: every host), its deploy."""
+
+    name: str
+    group: str | None
+    module: str
+    function: str
+
+    def applies(self, target: Any) -> bool:
+        """True when ``target`` (a pyinfra Host) is in this layer's group."""
+        return self.group is None or self.group in target.groups
+
+    def deploy(self) -> Callable[[], None]:
+        """The layer's public @deploy function (imported late: importing registers checks)."""
+        return getattr(importlib.import_module(self.module), self.function)
+
+
+LAYERS: tuple[Layer, ...] = (
+    Layer("base", None, "deploys.base", "base"),
+    Layer("etcd", "etcd", "deploys.etcd", "etcd"),
+    Layer("postgres", "postgres", "deploys.postgres", "postgres"),
+    Layer("redis", "redis", "deploys.redis", "redis"),
+    Layer("rabbitmq", "rabbitmq", "deploys.rabbitmq", "rabbitmq"),
+    Layer("endpoints", "docs", "deploys.endpoints", "endpoints"),
+)
+LAYER_NAMES: tuple[str, ...] = tuple(layer.name for layer in LAYERS)
+ALWAYS = ("base",)
+
+
+def parse_layers(value: Any) -> list[str] | None:
+    """The ``layers`` data key as a list of names (None or "" or "all": every layer)."""
+    if value is None or value == "" or value == "all":
+        return None
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, Iterable):
+        return [str(part).strip() for part in value]
+    raise TypeError(f"layers must be a comma-separated string or a list, got {type(value).__name__}")
+
+
+def unknown_layers(value: Any) -> list[str]:
+    """Names in the ``layers`` data key that are not layers (for the inventory check)."""
+    return [name for name in parse_layers(value) or [] if name not in LAYER_NAMES]
+
+
+def selected_layers(value: Any) -> list[Layer]:
+    """The layers to converge, in deploy order: all of them, or ``value`` plus base."""
+    wanted = parse_layers(value)
+    if wanted is None:
+        return list(LAYERS)
+    return [layer for layer in LAYERS if layer.name in wanted or layer.name in ALWAYS]

@@ -1,0 +1,36 @@
+"""The layer order and the ``layers`` subset selector (deploys/layers.py)."""
+
+import pytest
+
+from deploys.inventory_check import HostSpec, check_layers
+from deploys.layers import LAYER_NAMES, parse_layers, selected_layers
+
+
+def test_data_tier_converges_before_the_endpoints_that_point_at_it() -> None:
+    order = list(LAYER_NAMES)
+    assert order[0] == "base"
+    assert order.index("etcd") < order.index("postgres") < order.index("endpoints")
+    assert order.index("redis") < order.index("endpoints")
+    assert order.index("rabbitmq") < order.index("endpoints")
+
+
+@pytest.mark.parametrize("value", [None, "", "all"])
+def test_no_selection_means_every_layer(value: object) -> None:
+    assert [layer.name for layer in selected_layers(value)] == list(LAYER_NAMES)
+
+
+def test_a_subset_keeps_deploy_order_and_always_includes_base() -> None:
+    names = [layer.name for layer in selected_layers("endpoints, redis")]
+    assert names == ["base", "redis", "endpoints"]
+    assert parse_layers(["redis"]) == ["redis"]
+
+
+def test_unknown_layer_is_refused_naming_host_field_and_fix() -> None:
+    problems = check_layers([HostSpec("ds1", frozenset({"docs"}), {"layers": "redis,reddis"})])
+    assert len(problems) == 1
+    line = problems[0].line()
+    assert "ds1" in line and "layers" in line and "reddis" in line and "endpoints" in line
+
+
+def test_known_layers_pass() -> None:
+    assert check_layers([HostSpec("ds1", frozenset({"docs"}), {"layers": "postgres"})]) == []
