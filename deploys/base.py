@@ -24,6 +24,7 @@ from facts.base import AptProxyConfigured, ChronyTracking, TimeZoneName
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 APT_PROXY_FILE = "/etc/apt/apt.conf.d/01proxy"
+APT_LOCK_FILE = "/etc/apt/apt.conf.d/02onlyoffice-ha-lock-timeout"
 CHRONY_CONF = "/etc/chrony/chrony.conf"
 CHRONY_DEFAULTS = "/etc/default/chrony"
 CHRONY_DROP_IN = "/etc/systemd/system/chrony.service.d/10-onlyoffice-ha-no-clock.conf"
@@ -35,6 +36,9 @@ BASE_DEFAULTS: dict[str, Any] = {
     # URL of an apt caching proxy (apt-cacher-ng), e.g. "http://10.0.0.5:3142";
     # None removes any proxy this layer configured.
     "apt_proxy": None,
+    # Seconds apt/dpkg wait for the package lock held by another apt (unattended-upgrades,
+    # an operator, a second deploy) instead of failing the run at once.
+    "apt_lock_timeout": 300,
     # Seconds an `apt-get update` stays fresh: reruns within it do not update again.
     "apt_cache_time": 6 * 3600,
     # Kept lean: what the deploys and an operator on the host need.
@@ -100,6 +104,12 @@ def _apt(data: Any) -> None:
     else:
         proxy = files.file(name="No apt proxy", path=APT_PROXY_FILE, present=False)
 
+    files.put(
+        name="apt waits for the package lock",
+        src=_text(f'// Managed by onlyoffice-ha (deploys/base.py)\nDPkg::Lock::Timeout "{int(data.apt_lock_timeout)}";\n'),
+        dest=APT_LOCK_FILE,
+        mode="644",
+    )
     # A changed proxy may mean a different mirror view: refresh the lists now.
     apt.update(name="Refresh apt lists (proxy changed)", _if=proxy.did_change)
     apt.update(name="Refresh apt lists", cache_time=data.apt_cache_time)

@@ -37,6 +37,8 @@ REQUIRED_SECRETS: tuple[str, ...] = (
     "redis_password",
     "rabbitmq_password",
     "rabbitmq_erlang_cookie",
+    "patroni_rest_password",
+    "redis_sentinel_password",
 )
 """Secrets the main job needs (docs/architecture.md, "Secrets")."""
 

@@ -99,6 +99,8 @@ SECRET_MAKERS = {
     "redis_password": lambda: _token(32),
     "rabbitmq_password": lambda: _token(32),
     "rabbitmq_erlang_cookie": lambda: _token(32, string.ascii_uppercase),
+    "patroni_rest_password": lambda: _token(32),
+    "redis_sentinel_password": lambda: _token(32),
     "registry_username": lambda: "ooha" + _token(8, string.ascii_lowercase + string.digits),
     "registry_password": lambda: _token(32),
     "s3_access_key": lambda: "OOHA" + _token(16, string.ascii_uppercase + string.digits),

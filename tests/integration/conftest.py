@@ -66,3 +66,18 @@ def reaches(lab: dict[str, Any], src: str, dst_address: str, port: int = 22) -> 
     """Whether host src opens a TCP connection to dst_address:port within 3 seconds."""
     rc, _ = ssh(lab, src, f"timeout 3 bash -c '</dev/tcp/{dst_address}/{port}'")
     return rc == 0
+
+
+@pytest.fixture(scope="session")
+def converged(lab: dict[str, Any], pyinfra_cli) -> dict[str, Any]:
+    """The main job has converged every layer on the lab once this session; the lab status.
+
+    Drills that break hosts restore them before they end, so later tests can rely on a
+    converged lab without re-running the whole job.
+    """
+    from tests.integration.deploytools import deploy, output_of
+
+    result = deploy(pyinfra_cli)
+    if result.returncode != 0:
+        pytest.fail(f"the main job failed on the lab:\n{output_of(result)[-6000:]}")
+    return lab

@@ -13,44 +13,9 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import ssh
+from tests.integration.deploytools import TARGETS, changed_operations, deploy, output_of, report_lines
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
-
-TARGETS = ("lb1", "lb2", "ds1", "ds2", "ds3", "data1", "data2", "data3")
-RESULT_ROW = re.compile(
-    r"^\s*(?P<op>.+?)\s{2,}(?P<hosts>\d+)\s+(?P<success>\d+|-)\s+(?P<error>\d+|-)\s+(?P<no_change>\d+|-)\s*$"
-)
-
-
-def deploy(pyinfra_cli, deploy_file: str = "deploys/ha.py", *extra: str) -> subprocess.CompletedProcess[str]:
-    """Run a deploy against the lab, bounded; the output is kept for assertions."""
-    return pyinfra_cli("-y", "inventories/lab.py", deploy_file, *extra, timeout=1200)
-
-
-def output_of(result: subprocess.CompletedProcess[str]) -> str:
-    return result.stdout + result.stderr
-
-
-def changed_operations(output: str) -> dict[str, str]:
-    """Rows of pyinfra's results table whose Success column (= changed hosts) is not '-'."""
-    table = output.split("--> Results:", 1)[-1]
-    changed = {}
-    for line in table.splitlines():
-        match = RESULT_ROW.match(line)
-        if match and match["op"].strip() != "Operation" and match["success"] != "-":
-            changed[match["op"].strip()] = match["success"]
-    return changed
-
-
-def report_lines(output: str) -> dict[tuple[str, str], str]:
-    """{(host, layer): "OK ..." | "FAIL ..."} from the validation report."""
-    lines = {}
-    for line in output.splitlines():
-        match = re.match(r"^(\S+)\s+(\S+)\s+(OK|FAIL)\s+(.*)$", line)
-        if match and match[1] in TARGETS:
-            lines[(match[1], match[2])] = f"{match[3]} {match[4]}"
-    return lines
-
 
 @pytest.fixture(scope="module")
 def first_run(lab: dict[str, Any], pyinfra_cli) -> subprocess.CompletedProcess[str]:

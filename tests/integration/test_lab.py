@@ -15,13 +15,13 @@ import pytest
 import requests
 import yaml
 
+from deploys.inventory_check import REQUIRED_SECRETS as MAIN_JOB_SECRETS
 from tests.integration.conftest import connect, host_entry, lab_cli, reaches, ssh
 
 pytestmark = pytest.mark.lab
 
-REQUIRED_SECRETS = ["jwt_secret", "secure_link_secret", "postgres_superuser_password",
-                    "postgres_replication_password", "postgres_ds_password", "redis_password",
-                    "rabbitmq_password", "rabbitmq_erlang_cookie", "registry_username", "registry_password",
+# Every secret the main job requires, plus the ones the lab's own services use.
+REQUIRED_SECRETS = [*MAIN_JOB_SECRETS, "registry_username", "registry_password",
                     "s3_access_key", "s3_secret_key", "pgbackrest_cipher_pass"]
 
 
