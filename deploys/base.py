@@ -11,14 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import ipaddress
-
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.server import Sysctl
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
+from deploys.inventory_check import is_ip_address
 from deploys.report import CheckResult, poll, register_check
 from facts.base import AptProxyConfigured, ChronyTracking, TimeZoneName
 
@@ -230,18 +229,10 @@ def check_chrony(target: Any) -> CheckResult:
     if tracking["reference"] is None or tracking["leap_status"] != "Normal":
         return CheckResult(False, f"chrony not synchronised (leap status {tracking['leap_status'] or '?'})", "check that ntp_servers answer on UDP 123 (`chronyc sources`)")
     servers = list(_layer_value(target, "ntp_servers") or [])
-    addresses = [s for s in servers if _is_ip(s)]
+    addresses = [s for s in servers if is_ip_address(s)]
     if addresses and len(addresses) == len(servers) and tracking["reference"] not in addresses:
         return CheckResult(False, f"chrony synced to {tracking['reference']}, not to ntp_servers {', '.join(addresses)}", "rerun the deploy to rewrite /etc/chrony/chrony.conf")
     return CheckResult(True, f"chrony synced to {tracking['reference']} (stratum {tracking['stratum']})")
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 def check_base(target: Any) -> CheckResult:

@@ -231,7 +231,8 @@ def check_host_key_checking(hosts: Sequence[HostSpec]) -> list[Problem]:
     return problems
 
 
-def _is_address(value: str) -> bool:
+def is_ip_address(value: str) -> bool:
+    """True for an IPv4/IPv6 literal (service configs need addresses, not names)."""
     try:
         ipaddress.ip_address(value)
     except ValueError:
@@ -260,10 +261,10 @@ def check_types(hosts: Sequence[HostSpec]) -> list[Problem]:
             value = data.get(key)
             if value is None:
                 continue
-            if not isinstance(value, str) or not (_is_address(value) or _is_hostname(value)):
+            if not isinstance(value, str) or not (is_ip_address(value) or _is_hostname(value)):
                 bad(spec.name, key, f"{value!r} is not an IP address or host name", f"set {key} to the host's address")
         if "private_address" in data and data["private_address"] is not None:
-            if isinstance(data["private_address"], str) and not _is_address(data["private_address"]):
+            if isinstance(data["private_address"], str) and not is_ip_address(data["private_address"]):
                 bad(
                     spec.name,
                     "private_address",

@@ -11,7 +11,6 @@ import docker
 
 from lab import engine, hosts, state
 from lab.engine import LABEL_FILTER
-from lab.errors import LabError
 from lab.registry import DS_REPOSITORY, registry_tags
 from lab.topology import Topology
 
