@@ -33,11 +33,35 @@ def build(say: Say, only_missing: bool = False) -> docker.DockerClient:
     return cli
 
 
+def foreign_containers(cli: docker.DockerClient, topo: Topology) -> list[str]:
+    """Lab containers this state dir did not make: their host key is not in our known_hosts.
+
+    Another checkout (a CI clone, a colleague's tree) made them with its own SSH key,
+    secrets and CA; adopting them would deploy our secrets over services configured
+    with theirs.  A host key is the container's identity and survives stops.
+    """
+    recorded = hosts.recorded_host_keys(topo)
+    foreign = []
+    for container in cli.containers.list(all=True, filters={"label": LABEL_FILTER}):
+        name = container.labels.get("ooha.lab.host", "")
+        if name not in topo.hosts or recorded.get(name) != hosts.stored_host_key(container):
+            foreign.append(container.name)
+    return foreign
+
+
 def up(topo: Topology, say: Say) -> dict[str, Any]:
-    """Bring the lab up, reusing whatever already runs; return the status dict."""
+    """Bring the lab up, reusing what this state dir made; return the status dict.
+
+    A lab made from another state dir is replaced (down, then up), never adopted.
+    """
     t0 = time.monotonic()
     cli = build(say, only_missing=True)
     state.ensure_state_dir()
+    foreign = foreign_containers(cli, topo)
+    if foreign:
+        say(f"replacing a lab this state dir ({state.state_dir()}) did not make "
+            f"({', '.join(sorted(foreign))}): its keys and secrets are elsewhere")
+        down(say)
     pubkey = state.ensure_ssh_key()
     secrets = state.ensure_secrets()
     engine.ensure_networks(cli, topo)

@@ -5,6 +5,8 @@ Run flags follow shared/LAB-NOTES.md step 3 (--privileged fails on this machine)
 """
 from __future__ import annotations
 
+import io
+import tarfile
 import time
 from typing import Any
 
@@ -112,6 +114,33 @@ def host_key(cli: docker.DockerClient, host: Host) -> str:
     if rc != 0 or len(parts) < 2 or parts[0] != "ssh-ed25519":
         raise LabError(f"{host.name} has no ed25519 host key ({out.strip()}); check ooha-ssh-hostkeys.service in it")
     return f"{parts[0]} {parts[1]}"
+
+
+def stored_host_key(container: Any) -> str | None:
+    """The container's ed25519 host key read from its filesystem (works while it is stopped)."""
+    try:
+        stream, _ = container.get_archive("/etc/ssh/ssh_host_ed25519_key.pub")
+    except docker.errors.NotFound:
+        return None
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        member = tar.next()
+        handle = tar.extractfile(member) if member is not None else None
+        parts = handle.read().decode(errors="replace").split() if handle is not None else []
+    return f"{parts[0]} {parts[1]}" if len(parts) >= 2 else None
+
+
+def recorded_host_keys(topo: Topology) -> dict[str, str]:
+    """{host name: key} from this state dir's known_hosts (empty when there is none)."""
+    path = state.known_hosts_path()
+    if not path.exists():
+        return {}
+    by_address = {}
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 3:
+            for address in parts[0].split(","):
+                by_address[address] = f"{parts[1]} {parts[2]}"
+    return {name: by_address[h.address] for name, h in topo.hosts.items() if h.address in by_address}
 
 
 def write_known_hosts(lines: dict[str, str], topo: Topology) -> None:

@@ -192,3 +192,13 @@ def test_ntp_server_answers(lab: dict) -> None:
     stratum, transmit = data[1], struct.unpack("!I", data[40:44])[0] - 2208988800
     assert stratum == 8
     assert abs(transmit - time.time()) < 5
+
+
+def test_a_lab_from_another_state_dir_is_recognised_as_foreign(lab, tmp_path, monkeypatch) -> None:
+    """`up` replaces, never adopts, containers whose host keys another state dir recorded."""
+    from lab import core, engine, topology
+
+    topo, cli = topology.load(), engine.client()
+    assert core.foreign_containers(cli, topo) == []
+    monkeypatch.setenv("OOHA_LAB_DIR", str(tmp_path))
+    assert sorted(core.foreign_containers(cli, topo)) == sorted(h["container"] for h in lab["hosts"])
