@@ -80,6 +80,8 @@ def global_data(state: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any
         "sysctl_host_baseline": {},
         "lab_ca_cert": state.get("ca_cert"),
         "lab_services": dict(services),
+        # The deploy CA (deploys/pki.py) lives beside the lab's other state.
+        "pki_dir": str(Path(state.get("state_dir") or lab_dir()) / "pki"),
         "secrets": secrets,
     }
 
