@@ -1,0 +1,79 @@
+"""Endpoints layer: the HAProxy template, the Redis AUTH check, the stats parser, the check."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import jinja2
+import pytest
+
+from deploys.endpoints import redis_auth_hex
+from facts.haproxy import parse_stats_csv
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+STATS = """\
+# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight
+stats,FRONTEND,,,0,1,,1,0,0,0,0,0,,,,,OPEN,
+pg-primary,FRONTEND,,,0,0,,0,0,0,0,0,0,,,,,OPEN,
+pg-primary,data1,0,0,0,0,,0,0,0,,0,,0,0,0,0,DOWN,1
+pg-primary,data2,0,0,0,0,,0,0,0,,0,,0,0,0,0,UP,1
+pg-primary,data3,0,0,0,0,,0,0,0,,0,,0,0,0,0,DOWN 1/2,1
+pg-primary,BACKEND,0,0,0,0,,0,0,0,0,0,,0,0,0,0,UP,1
+rabbitmq,data1,0,0,0,0,,0,0,0,,0,,0,0,0,0,UP 1/2,1
+""".splitlines()
+
+
+def test_stats_csv_gives_server_states_per_proxy() -> None:
+    assert parse_stats_csv(STATS) == {
+        "pg-primary": {"data1": "DOWN", "data2": "UP", "data3": "DOWN 1/2"},
+        "rabbitmq": {"data1": "UP 1/2"},
+    }
+
+
+def test_no_stats_page_gives_nothing() -> None:
+    assert parse_stats_csv([]) == {}
+    assert parse_stats_csv(["curl: (7) Failed to connect"]) == {}
+
+
+def test_redis_auth_is_a_resp_array_so_any_password_byte_survives() -> None:
+    password = 'p a$s"w\\rd'
+    raw = bytes.fromhex(redis_auth_hex(password))
+    assert raw == b'*2\r\n$4\r\nAUTH\r\n$10\r\np a$s"w\\rd\r\n'
+
+
+def render(**overrides) -> str:
+    variables = {
+        "bind_addresses": ["127.0.0.1", "198.19.0.1"], "stats_port": 8404, "pg_primary_port": 5432,
+        "pg_replicas_port": 5433, "redis_port": 6379, "amqp_port": 5672, "pg_port": 5432,
+        "patroni_rest_port": 8008, "check_timing": "inter 1s fastinter 500ms downinter 1s fall 2 rise 2",
+        "redis_auth_hex": redis_auth_hex("secret"),
+        "postgres": [{"name": f"data{i}", "address": f"198.18.{i}.31"} for i in (1, 2, 3)],
+        "redis": [{"name": f"data{i}", "address": f"198.18.{i}.31"} for i in (1, 2, 3)],
+        "rabbitmq": [{"name": f"data{i}", "address": f"198.18.{i}.31"} for i in (1, 2, 3)],
+    }
+    variables.update(overrides)
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return env.from_string((TEMPLATES / "haproxy.cfg.j2").read_text()).render(**variables)
+
+
+def test_template_has_each_endpoint_on_each_bind_address() -> None:
+    text = render()
+    for port in (5432, 5433, 6379, 5672):
+        assert f"bind 127.0.0.1:{port}" in text and f"bind 198.19.0.1:{port}" in text
+    assert "bind 127.0.0.1:8404" in text and "198.19.0.1:8404" not in text
+    assert "http-check send meth GET uri /primary" in text and "uri /replica" in text
+    assert "tcp-check expect string role:master" in text
+    assert text.count("on-marked-down shutdown-sessions") == 4
+    assert "server data2 198.18.2.31:5432 check port 8008" in text
+    assert "secret" not in text  # only its hex
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed on this machine (the lab test validates on ds1)")
+def test_template_passes_haproxy_check(tmp_path: Path) -> None:
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(render().replace("chroot /var/lib/haproxy", "").replace("stats socket /run/haproxy/admin.sock", f"stats socket {tmp_path}/s.sock"))
+    result = subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
