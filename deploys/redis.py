@@ -104,10 +104,13 @@ REDIS_DEFAULTS: dict[str, Any] = {
     # Sentinels that must agree a primary is down (2 of 3: one AZ lost still fails over,
     # the lone Sentinel of a cut-off AZ cannot).
     "redis_sentinel_quorum": 2,
-    # A primary unanswered this long is subjectively down.  With the ~1-2 s Sentinels
-    # need to agree, elect a leader and promote, 5 s keeps the client-side window under
-    # the 10 s goal while riding out a second of scheduling noise on a busy host.
-    "redis_down_after_ms": 5000,
+    # A primary unanswered this long is subjectively down.  Measured on the lab
+    # (benchmarks/redis_failover.py): a clean stop pauses writes ~1 s (Redis waits for
+    # its replicas), then down-after, ~0.5 s to agree (ODOWN) and promote, ~1 s until
+    # the other replica follows the new primary (min-replicas-to-write), then client
+    # re-discovery.  5000 ms gave 11 s client-side; 3000 ms keeps it under the 10 s goal
+    # while still riding out a multi-second stall of a busy host.
+    "redis_down_after_ms": 3000,
     # Retry delay of a failed failover and the bound on reconfiguring replicas.
     "redis_failover_timeout_ms": 20000,
     # Replicas resynchronised with the new primary at a time after a failover.
