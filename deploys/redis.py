@@ -1,4 +1,4 @@
-"""Redis layer: a primary and replicas across AZs, watched by a Sentinel quorum across AZs.
+r"""Redis layer: a primary and replicas across AZs, watched by a Sentinel quorum across AZs.
 
 Debian's ``redis-server`` and ``redis-sentinel`` (Redis 7.0) on the ``redis`` group, one
 per AZ.  Redis and Sentinel rewrite their own configuration files at runtime (CONFIG
@@ -29,31 +29,31 @@ Passwords never appear in a command: they sit in root-only files read by the
 (mode 0640 redis:redis).
 
 HAProxy role check for the stable endpoint (docs hosts, :6379; endpoints layer).  This
-exact sequence works against this layer (tested byte for byte in
-tests/integration/test_redis.py); the password is ``redis_password`` (single quotes: no
-escape processing inside them in HAProxy >= 2.1; ``\\r\\n`` must be real CR LF, hence
-the double-quoted send lines)::
+sequence works against this layer (its bytes and the regex are exercised against the lab's
+Redis in tests/integration/test_redis.py).  AUTH goes as ``send-binary`` (hex of
+``AUTH <redis_password>\r\n`` or of its RESP form) so the password needs no quoting::
 
-    backend redis_primary
+    listen redis-primary
         mode tcp
         option tcp-check
         tcp-check connect
-        tcp-check send "AUTH <redis_password>\\r\\n"
+        tcp-check send-binary <hex of "AUTH <redis_password>\r\n">
         tcp-check expect string +OK
-        tcp-check send "PING\\r\\n"
+        tcp-check send PING\r\n
         tcp-check expect string +PONG
-        tcp-check send "INFO replication\\r\\n"
-        tcp-check expect rstring 'role:master\\s+connected_slaves:[1-9]'
-        tcp-check send "QUIT\\r\\n"
+        tcp-check send info\ replication\r\n
+        tcp-check expect rstring 'role:master[[:space:]]+connected_slaves:[1-9]'
+        tcp-check send QUIT\r\n
         tcp-check expect string +OK
         default-server inter 1s fall 2 rise 2 on-marked-down shutdown-sessions
         server data1 198.18.1.31:6379 check
         ...
 
-Requiring ``connected_slaves >= 1`` as well as ``role:master`` keeps HAProxy off an old
+Prefer the ``rstring`` (single quotes: no escape processing; POSIX class: works with
+PCRE2 and libc regex) to a plain ``string role:master``: it also keeps HAProxy off an old
 primary that has just restarted (it boots as a master with no replicas until Sentinel
-turns it into a replica, which may take up to 10 s) and off a primary isolated by a cut:
-both refuse writes anyway (min-replicas-to-write 1).
+turns it into a replica, up to ~10 s) and off a primary isolated by an AZ cut; both
+refuse writes anyway (min-replicas-to-write 1), so routing to them only yields NOREPLICAS.
 """
 
 from __future__ import annotations

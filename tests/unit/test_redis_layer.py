@@ -144,7 +144,7 @@ def test_sentinel_bootstrap_monitors_the_given_primary() -> None:
 
 def test_haproxy_role_check_regex() -> None:
     """The rstring recommended for HAProxy (deploys/redis.py docstring) on real INFO shapes."""
-    pattern = re.compile(r"role:master\s+connected_slaves:[1-9]")
+    pattern = re.compile(r"role:master[\s]+connected_slaves:[1-9]")
     primary = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n"
     lonely = "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n"
     replica = "# Replication\r\nrole:slave\r\nmaster_host:198.18.1.31\r\n"
