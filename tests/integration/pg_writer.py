@@ -106,7 +106,8 @@ class PgWriter:
 
     def start(self, max_seconds: int = 300) -> None:
         """Start the loop in the background on the host; it stops by itself after max_seconds."""
-        insert = self._psql(f"insert into {TABLE} (run, id) values ('{self.run}', $i)", timeout=5)
+        # Double quotes so the shell expands $i (run is hex: nothing else to expand).
+        insert = self._psql("X", timeout=5).replace("-c X", f"-c \"insert into {TABLE} (run, id) values ('{self.run}', $i)\"")
         loop = (
             f"i=0; end=$((SECONDS+{int(max_seconds)})); "
             f"while [ $SECONDS -lt $end ] && [ ! -e {self._stop} ]; do i=$((i+1)); "
