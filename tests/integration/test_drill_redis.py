@@ -33,9 +33,10 @@ pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
 
 
 @pytest.fixture()
-def exclusive(converged: dict[str, Any]):
+def exclusive(request: pytest.FixtureRequest):
+    """The lab lock held exclusively, then the lab (`lab up`) and the converged lab, both under the lock."""
     with lab_lock(exclusive=True):
-        yield converged
+        yield request.getfixturevalue("converged")
 
 
 def primaries(state: dict[str, Any]) -> list[str]:

@@ -24,9 +24,10 @@ DATA = ("data1", "data2", "data3")
 
 
 @pytest.fixture(scope="module")
-def shared(converged: dict[str, Any]):
+def shared(request: pytest.FixtureRequest):
+    """The lab lock held shared, then the lab (`lab up`) and the converged lab, both under the lock."""
     with lab_lock(exclusive=False):
-        yield converged
+        yield request.getfixturevalue("converged")
 
 
 @pytest.fixture(scope="module")
