@@ -3,7 +3,12 @@
 Debian packages (``postgresql-15``, ``patroni``) under systemd; Debian's own cluster
 (``postgresql@15-main``) is never created (``create_main_cluster = false``) or, if it
 exists, disabled, so Patroni alone runs PostgreSQL.  Patroni keeps its leader key in
-etcd (etcd3 API over TLS with this host's certificate from deploys/pki.py).
+etcd, over TLS with this host's certificate from deploys/pki.py, through etcd's v2 API:
+Debian 12's Patroni 3.0.2 etcd3 client renews the leader key with an unconditional put
+when its cached view is stale (``Etcd3._update_leader``), and in the AZ-cut drill the
+cut-off old leader took the key back from the new leader after heal, forking timeline N
+on both sides.  Its v2 client renews with ``prevValue=<this member>`` (compare-and-swap),
+so a stale member fails and demotes.  Move to etcd3 with a Patroni that compares there.
 
 Failover timing (``patroni_dcs``): ttl 12 s, loop_wait 2 s, retry_timeout 5 s, within
 Patroni's rule loop_wait + 2 * retry_timeout <= ttl.  A host that shuts down cleanly
@@ -91,6 +96,12 @@ POSTGRES_DEFAULTS: dict[str, Any] = {
                 "max_replication_slots": 10,
                 "wal_keep_size": "256MB",
                 "password_encryption": "scram-sha-256",
+                # A shutting-down primary waits for its walsenders to hand the last WAL to
+                # connected standbys; a standby behind an AZ cut never answers, so with the
+                # default 60 s a demotion outlasted the cut and the old leader re-took the
+                # lock after heal.  5 s keeps the demotion well inside ttl.
+                "wal_sender_timeout": "5s",
+                "wal_receiver_timeout": "5s",
             },
         },
     },

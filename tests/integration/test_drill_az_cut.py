@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import host_entry, lab_cli
+from tests.integration.conftest import host_entry, lab_cli, ssh
 from tests.integration.pg_writer import (
     TABLE,
     PgWriter,
@@ -63,6 +63,11 @@ def test_cut_leader_az_majority_writes_minority_refuses_no_divergence(converged:
         rejoined = next(m for m in after["members"] if m["name"] == old)
         leader = next(m for m in after["members"] if m["name"] == after["leader"])
         assert rejoined["streaming"] and rejoined["timeline"] == leader["timeline"], after
+
+        # Same timeline *history* (branch points), not only the same number: a timeline
+        # forked on both sides would show equal numbers with different branch points.
+        history = f"sudo sh -c 'cat /var/lib/postgresql/15/onlyoffice/pg_wal/{leader['timeline']:08X}.history'"
+        assert ssh(lab, old, history)[1] == ssh(lab, after["leader"], history)[1], "timeline histories differ"
 
         acked = {i for kind, i, _ in events if kind == "ok"}
         assert not acked - writer.present(), "acknowledged rows lost"
