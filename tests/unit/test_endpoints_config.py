@@ -65,7 +65,8 @@ def test_template_has_each_endpoint_on_each_bind_address() -> None:
         assert f"bind 127.0.0.1:{port}" in text and f"bind 198.19.0.1:{port}" in text
     assert "bind 127.0.0.1:8404" in text and "198.19.0.1:8404" not in text
     assert "http-check send meth GET uri /primary" in text and "uri /replica" in text
-    assert "tcp-check expect string role:master" in text
+    # only a primary with a connected replica takes traffic (an isolated old primary has none)
+    assert "tcp-check expect rstring role:master\\r\\nconnected_slaves:[1-9]" in text
     assert text.count("on-marked-down shutdown-sessions") == 4
     assert "server data2 198.18.2.31:5432 check port 8008" in text
     assert "secret" not in text  # only its hex
