@@ -47,6 +47,8 @@ unit: venv
 
 bench: venv
 	$(PY) benchmarks/deploy_times.py
+	$(PY) benchmarks/postgres_failover.py --runs 3
+	$(PY) benchmarks/redis_failover.py --runs 3
 
 status: venv
 	$(PY) -m lab status
