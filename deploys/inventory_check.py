@@ -45,6 +45,12 @@ REQUIRED_SECRETS: tuple[str, ...] = (
 MIN_AZS_PER_TIER = 2
 """A tier confined to one AZ dies with that AZ: that is the failure this project exists for."""
 
+QUORUM_GROUPS: tuple[str, ...] = ("etcd", "redis", "rabbitmq")
+"""Groups whose members vote: etcd (Raft), redis (Sentinel's failover needs a majority of the
+Sentinels) and rabbitmq (``pause_minority`` pauses a node that sees half or fewer of the
+nodes).  The postgres group is not here: Patroni's consensus is etcd's, and any single
+surviving PostgreSQL member can take the leader key."""
+
 INSECURE_HOST_KEY_CHECKING = {"no", "off", "false", "0"}
 ADDRESS_FIELDS: tuple[str, ...] = ("ssh_hostname", "private_address")
 
@@ -148,6 +154,46 @@ def check_tiers_span_azs(
                     f"place {tier} hosts in at least {minimum} availability zones",
                 )
             )
+    return problems
+
+
+def check_quorum_survives_az_loss(
+    hosts: Sequence[HostSpec],
+    groups: Iterable[str] = QUORUM_GROUPS,
+    minimum: int = MIN_AZS_PER_TIER,
+) -> list[Problem]:
+    """Losing any one AZ leaves a strict majority of each quorum group's members.
+
+    An AZ holding half or more of a group's voters takes the quorum down with it: with
+    etcd 2+1+1 over three AZs, losing the AZ with 2 leaves 2 of 4, no majority, and
+    Patroni demotes its leader; RabbitMQ's pause_minority pauses every node.  A tier
+    spanning fewer than ``minimum`` AZs is left to ``check_tiers_span_azs``, and hosts
+    without a valid ``az`` to ``check_azs``, so one mistake is reported once.
+    """
+    problems = []
+    for group in groups:
+        members = [spec for spec in hosts if group in spec.groups]
+        by_az: dict[str, list[str]] = defaultdict(list)
+        for spec in members:
+            az = spec.data.get("az")
+            if isinstance(az, str) and az:
+                by_az[az].append(spec.name)
+        if len(by_az) < minimum:
+            continue
+        total = sum(len(names) for names in by_az.values())
+        for az in sorted(by_az):
+            held = len(by_az[az])
+            if 2 * held >= total:
+                problems.append(
+                    Problem(
+                        ALL,
+                        f"group {group}",
+                        f"{az} holds {held} of {total} members ({', '.join(by_az[az])}); "
+                        f"losing {az} loses quorum",
+                        "spread members so no AZ holds half or more "
+                        "(3 AZs with 1 each is the reference)",
+                    )
+                )
     return problems
 
 
@@ -332,6 +378,7 @@ RULES: tuple[Callable[[Sequence[HostSpec]], list[Problem]], ...] = (
     check_azs,
     check_groups,
     check_tiers_span_azs,
+    check_quorum_survives_az_loss,
     check_unique_addresses,
     check_host_key_checking,
     check_types,

@@ -13,6 +13,7 @@ from deploys.inventory_check import (
     check_groups,
     check_host_key_checking,
     check_inventory_groups,
+    check_quorum_survives_az_loss,
     check_secrets,
     check_tiers_span_azs,
     check_types,
@@ -86,6 +87,68 @@ def test_tier_in_one_az_is_refused() -> None:
 def test_tier_span_ignores_hosts_without_az() -> None:
     hosts = [_host("lb1", "az1", "198.18.1.11", "lb"), _host("lb2", None, "198.18.2.11", "lb")]
     assert [p.field for p in check_tiers_span_azs(hosts, tiers=["lb"])] == ["group lb"]
+
+
+def _with_data4(az: str, *groups: str) -> list[HostSpec]:
+    return [*reference_hosts(), _host("data4", az, "198.18.1.32", *groups)]
+
+
+@pytest.mark.parametrize("group", ["etcd", "redis", "rabbitmq"])
+def test_quorum_group_with_half_its_members_in_one_az_is_refused(group: str) -> None:
+    problems = check_quorum_survives_az_loss(_with_data4("az1", group))
+    assert [(p.host, p.field) for p in problems] == [("all", f"group {group}")]
+    line = problems[0].line()
+    assert f"group {group}: az1 holds 2 of 4 members (data1, data4); losing az1 loses quorum" in line
+    assert "fix: spread members so no AZ holds half or more (3 AZs with 1 each is the reference)" in line
+
+
+def test_postgres_members_are_exempt_from_the_quorum_rule() -> None:
+    # A fourth PostgreSQL member in az1: Patroni's consensus is etcd's, not PostgreSQL's.
+    hosts = _with_data4("az1", "postgres")
+    assert check_quorum_survives_az_loss(hosts) == []
+    assert collect_problems(hosts, SECRETS) == []
+
+
+def test_a_fourth_voter_in_a_fourth_az_keeps_quorum_on_any_az_loss() -> None:
+    # 1+1+1+1 over four AZs: losing one leaves 3 of 4, a strict majority.
+    assert check_quorum_survives_az_loss(_with_data4("az4", "etcd", "redis", "rabbitmq")) == []
+
+
+def test_two_azs_with_one_voter_each_are_refused_for_both() -> None:
+    hosts = [_host("data1", "az1", "198.18.1.31", "etcd"), _host("data2", "az2", "198.18.2.31", "etcd")]
+    problems = check_quorum_survives_az_loss(hosts)
+    assert [p.problem.split(" holds")[0] for p in problems] == ["az1", "az2"]
+    assert all("1 of 2 members" in p.problem for p in problems)
+
+
+def test_five_voters_two_two_one_survive_any_az_loss() -> None:
+    hosts = [
+        _host(f"e{i}", az, f"198.18.{i}.40", "etcd")
+        for i, az in enumerate(["az1", "az1", "az2", "az2", "az3"], start=1)
+    ]
+    assert check_quorum_survives_az_loss(hosts) == []
+
+
+def test_quorum_rule_leaves_single_az_tiers_and_hosts_without_az_to_other_rules() -> None:
+    one_az = [_host("data1", "az1", "198.18.1.31", "etcd"), _host("data2", "az1", "198.18.1.32", "etcd")]
+    assert check_quorum_survives_az_loss(one_az) == []
+    assert [p.field for p in check_tiers_span_azs(one_az, tiers=["etcd"])] == ["group etcd"]
+    no_az = [*reference_hosts()[5:], _host("data4", None, "198.18.1.32", "etcd")]
+    assert check_quorum_survives_az_loss(no_az) == []
+
+
+def test_inventory_with_an_unbalanced_quorum_group_is_refused_before_any_host() -> None:
+    hosts = _with_data4("az1", "postgres", "etcd", "redis", "rabbitmq")
+    namespace = {
+        "all": ([(h.name, dict(h.data)) for h in hosts], {"secrets": SECRETS}),
+        **{group: [h.name for h in hosts if group in h.groups] for group in REQUIRED_GROUPS},
+    }
+    with pytest.raises(InventoryError) as caught:
+        check_inventory_groups(namespace)
+    message = str(caught.value)
+    for group in ("etcd", "redis", "rabbitmq"):
+        assert f"group {group}: az1 holds 2 of 4 members" in message
+    assert "group postgres" not in message
 
 
 def test_duplicate_ssh_hostname_is_refused() -> None:
