@@ -31,6 +31,7 @@ from pyinfra.api import QuoteString, StringCommand, deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import apt, files, server, systemd
 
+from deploys.private_files import private_template
 from deploys.report import CheckResult, in_group, poll, register_check
 from facts.haproxy import HaproxyServerStates
 
@@ -183,7 +184,7 @@ def endpoints() -> None:
         raise DeployError("Endpoints layer inputs:\n" + "\n".join(problems))
     apt.packages(name="Install HAProxy and the data clients", packages=list(host.data.endpoint_packages), no_recommends=True)
     variables = template_vars(host)
-    candidate = files.template(
+    candidate = private_template(
         name="HAProxy candidate configuration", src=str(TEMPLATES / "haproxy.cfg.j2"), dest=CANDIDATE,
         user="root", group="haproxy", mode="640", jinja_env_kwargs=dict(JINJA), **variables,
     )
@@ -197,7 +198,7 @@ def endpoints() -> None:
         )],
         _if=candidate.did_change,
     )
-    live = files.template(
+    live = private_template(
         name="HAProxy configuration", src=str(TEMPLATES / "haproxy.cfg.j2"), dest=CONFIG,
         user="root", group="haproxy", mode="640", jinja_env_kwargs=dict(JINJA), **variables,
     )

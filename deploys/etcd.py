@@ -23,6 +23,7 @@ from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from deploys.pki import host_cert_for
+from deploys.private_files import private_put
 from deploys.report import CheckResult, in_group, poll, register_check
 from facts.etcd import (
     ETCD_DEFAULTS_FILE,
@@ -107,12 +108,13 @@ def _bootstrap_values(data: Any, has_data: bool) -> tuple[str, str, list[Any]]:
 
 
 def _push_certs() -> list[Any]:
-    """This host's certificate, key and the CA into ETCD_PKI (0600, owned by etcd)."""
+    """This host's certificate, key and the CA into ETCD_PKI (0600, owned by etcd; the key never printed)."""
     cert = host_cert_for(host)
     ops = [files.directory(name="etcd PKI directory", path=ETCD_PKI, user="etcd", group="etcd", mode="700")]
     for src, dest in ((cert.ca_cert, "ca.crt"), (cert.cert, "host.crt"), (cert.key, "host.key")):
+        put = private_put if dest == "host.key" else files.put
         ops.append(
-            files.put(name=f"etcd {dest}", src=str(src), dest=f"{ETCD_PKI}/{dest}", user="etcd", group="etcd", mode="600")
+            put(name=f"etcd {dest}", src=str(src), dest=f"{ETCD_PKI}/{dest}", user="etcd", group="etcd", mode="600")
         )
     return ops
 

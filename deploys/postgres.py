@@ -51,6 +51,7 @@ from pyinfra.operations.util import any_changed
 
 from deploys.etcd import client_endpoints
 from deploys.pki import host_cert_for
+from deploys.private_files import private_put, private_template
 from deploys.report import CheckResult, in_group, poll, register_check
 from facts.patroni import PatroniCluster, PatroniDynamicConfig, PostgresDsObjects
 
@@ -311,10 +312,12 @@ def postgres() -> None:
     cert = host_cert_for(host)
     pki_dir = files.directory(name="Patroni PKI directory", path=PATRONI_PKI, user="postgres", group="postgres", mode="700")
     certs = [
-        files.put(name=f"Patroni {dest}", src=str(src), dest=f"{PATRONI_PKI}/{dest}", user="postgres", group="postgres", mode="600")
+        (private_put if dest == "host.key" else files.put)(
+            name=f"Patroni {dest}", src=str(src), dest=f"{PATRONI_PKI}/{dest}", user="postgres", group="postgres", mode="600",
+        )
         for src, dest in ((cert.ca_cert, "ca.crt"), (cert.cert, "host.crt"), (cert.key, "host.key"))
     ]
-    config = files.template(
+    config = private_template(
         name="Configure Patroni",
         src=str(TEMPLATES / "patroni.yml.j2"),
         dest=PATRONI_CONFIG,

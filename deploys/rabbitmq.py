@@ -44,6 +44,7 @@ from pyinfra.api.exceptions import DeployError, OperationError
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import apt, files, server, systemd
 
+from deploys.private_files import private_put
 from deploys.report import CheckResult, in_group, poll, register_check
 from facts.rabbitmq import (
     COOKIE_FILE,
@@ -292,7 +293,7 @@ def _node_files(data: Any, peers: dict[str, str]) -> list[Any]:
         home=DATA_DIR, shell="/usr/sbin/nologin",
     )
     files.directory(name="RabbitMQ data directory", path=DATA_DIR, user="rabbitmq", group="rabbitmq", mode="755")
-    cookie = files.put(
+    cookie = private_put(
         name="Erlang cookie",
         src=StringIO(_secret(host, "rabbitmq_erlang_cookie")),
         dest=COOKIE_FILE, user="rabbitmq", group="rabbitmq", mode="400",
@@ -340,7 +341,7 @@ def _cluster_objects(data: Any) -> None:
     """Cluster-wide objects, made once from the seed after the nodes joined."""
     vhost_name, user_name = str(data.rabbitmq_vhost), str(data.rabbitmq_user)
     files.directory(name="RabbitMQ secrets directory", path=SECRETS_DIR, mode="700")
-    files.put(
+    private_put(
         name="Document Server's AMQP password (read by rabbitmqctl from stdin)",
         src=StringIO(_secret(host, "rabbitmq_password")), dest=PASSWORD_FILE, mode="600",
     )

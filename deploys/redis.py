@@ -70,6 +70,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.files import File, FindInFile
 from pyinfra.operations import apt, files, systemd
 
+from deploys.private_files import private_put, private_template
 from deploys.report import CheckResult, in_group, poll, register_check
 from facts.redis import (
     CLI,
@@ -248,7 +249,7 @@ def sentinel_bootstrap(master: str, peers: list[str], first: str, template_vars:
     local = host.get_fact(RedisReplicationByAddress, addresses=["127.0.0.1"]).get("127.0.0.1")
     local_master = local.get("master_host") if local and local.get("role") == "slave" else None
     primary = choose_primary(views, local_master, first)
-    yield from files.template._inner(
+    yield from private_template._inner(
         src=str(TEMPLATES / "sentinel-bootstrap.conf.j2"),
         dest=SENTINEL_CONF,
         user="redis",
@@ -284,10 +285,10 @@ def sentinel_runtime_settings(master: str, wanted: dict[str, str]):
 def _secrets_and_wrapper(password: str, sentinel_password: str) -> None:
     """Root-only password files and the redis-cli wrapper that reads them."""
     files.directory(name="Redis CLI secrets directory", path=SECRETS_DIR, user="root", group="root", mode="700")
-    files.put(name="Redis password for the CLI wrapper", src=StringIO(password), dest=f"{SECRETS_DIR}/redis.pass",
-              user="root", group="root", mode="600")
-    files.put(name="Sentinel password for the CLI wrapper", src=StringIO(sentinel_password),
-              dest=f"{SECRETS_DIR}/sentinel.pass", user="root", group="root", mode="600")
+    private_put(name="Redis password for the CLI wrapper", src=StringIO(password), dest=f"{SECRETS_DIR}/redis.pass",
+                user="root", group="root", mode="600")
+    private_put(name="Sentinel password for the CLI wrapper", src=StringIO(sentinel_password),
+                dest=f"{SECRETS_DIR}/sentinel.pass", user="root", group="root", mode="600")
     files.template(
         name="redis-cli wrapper (password from a root-only file)",
         src=str(TEMPLATES / "redis-cli-wrapper.sh.j2"),
@@ -322,7 +323,7 @@ def redis() -> None:
     apt.packages(name="Install Redis and Sentinel", packages=list(data.redis_packages), no_recommends=True)
     _secrets_and_wrapper(password, sentinel_password)
 
-    files.template(
+    private_template(
         name="Redis settings this deploy owns (included file)",
         src=str(TEMPLATES / "redis-onlyoffice-ha.conf.j2"),
         dest=OWNED_CONF,
