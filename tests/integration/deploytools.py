@@ -31,11 +31,11 @@ def changed_operations(output: str) -> dict[str, str]:
     return changed
 
 
-def report_lines(output: str) -> dict[tuple[str, str], str]:
-    """{(host, layer): "OK ..." | "FAIL ..."} from the validation report."""
+def report_lines(output: str, targets: tuple[str, ...] = TARGETS) -> dict[tuple[str, str], str]:
+    """{(host, layer): "OK ..." | "FAIL ..."} from the validation report, for ``targets``."""
     lines = {}
     for line in output.splitlines():
         match = re.match(r"^(\S+)\s+(\S+)\s+(OK|FAIL)\s+(.*)$", line)
-        if match and match[1] in TARGETS:
+        if match and match[1] in targets:
             lines[(match[1], match[2])] = f"{match[3]} {match[4]}"
     return lines
