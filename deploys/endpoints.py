@@ -29,7 +29,7 @@ from typing import Any
 from pyinfra import host, inventory
 from pyinfra.api import QuoteString, StringCommand, deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import apt, server, systemd
 
 from deploys.private_files import private_template
 from deploys.report import CheckResult, in_group, poll, register_check
@@ -62,8 +62,12 @@ ENDPOINTS_DEFAULTS: dict[str, Any] = {
     "rabbitmq_amqp_port": 5672,
     # HAProxy health-check timing shared by every server line.
     "endpoint_check_timing": "inter 1s fastinter 500ms downinter 1s fall 2 rise 2",
-    # Seconds the report waits for the backends to settle after a reload.
-    "endpoint_settle_seconds": 30,
+    # Seconds the report waits for the backends to settle (it returns as soon as they have).
+    # On a first bootstrap the PostgreSQL replicas clone the leader before Patroni's
+    # /replica answers 200, which took ~2 minutes on the lab: the same bound as the
+    # postgres layer's own report wait (patroni_leader_deadline), or the check fails
+    # while the data tier is still converging correctly.
+    "endpoint_settle_seconds": 180,
 }
 
 

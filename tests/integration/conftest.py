@@ -75,9 +75,9 @@ def converged(lab: dict[str, Any], pyinfra_cli) -> dict[str, Any]:
     Drills that break hosts restore them before they end, so later tests can rely on a
     converged lab without re-running the whole job.
     """
-    from tests.integration.deploytools import deploy, output_of
+    from tests.integration.deploytools import deploy, explain
 
     result = deploy(pyinfra_cli)
     if result.returncode != 0:
-        pytest.fail(f"the main job failed on the lab:\n{output_of(result)[-6000:]}")
+        pytest.fail(f"the main job failed on the lab:\n{explain(result)}")
     return lab

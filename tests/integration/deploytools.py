@@ -39,3 +39,10 @@ def report_lines(output: str, targets: tuple[str, ...] = TARGETS) -> dict[tuple[
         if match and match[1] in targets:
             lines[(match[1], match[2])] = f"{match[3]} {match[4]}"
     return lines
+
+
+def explain(result: subprocess.CompletedProcess[str], tail: int = 3000) -> str:
+    """A failed run's report FAIL lines first (they say what broke), then the output's tail."""
+    output = output_of(result)
+    failed = [line for line in output.splitlines() if re.match(r"^\S+\s+\S+\s+FAIL\s", line)]
+    return "\n".join(["report FAIL lines:", *(failed or ["(none)"]), "--- output tail ---", output[-tail:]])

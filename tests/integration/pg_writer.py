@@ -63,8 +63,14 @@ def wait_for(what: str, condition: Callable[[], Any], deadline: float, interval:
 
 
 def healthy(view: dict[str, Any] | None, members: int = 3) -> bool:
-    """One leader, every other member streaming with a known lag, a sync standby."""
+    """One leader, every other member streaming with a known lag, a sync standby, one timeline.
+
+    Right after a failover a streaming replica can still report the previous timeline for a
+    few Patroni loops; a settled cluster has every member on the leader's timeline.
+    """
     if not view or not view["leader"] or len(view["primaries"]) != 1 or len(view["members"]) != members:
+        return False
+    if len({m.get("timeline") for m in view["members"]}) != 1:
         return False
     replicas = [m for m in view["members"] if m["name"] != view["leader"]]
     return all(m["streaming"] and m["state"] == "running" and m["lag"] is not None for m in replicas) \

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import ssh
-from tests.integration.deploytools import TARGETS, changed_operations, deploy, output_of, report_lines
+from tests.integration.deploytools import TARGETS, changed_operations, deploy, explain, output_of, report_lines
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
 
@@ -24,7 +24,7 @@ def first_run(lab: dict[str, Any], pyinfra_cli) -> subprocess.CompletedProcess[s
 
 def test_main_job_converges_and_reports_every_host(first_run) -> None:
     output = output_of(first_run)
-    assert first_run.returncode == 0, output[-4000:]
+    assert first_run.returncode == 0, explain(first_run)
     lines = report_lines(output)
     for name in TARGETS:
         line = lines.get((name, "base"), "missing")
@@ -40,7 +40,7 @@ def test_main_job_converges_and_reports_every_host(first_run) -> None:
 def test_rerun_changes_nothing(first_run, pyinfra_cli) -> None:
     rerun = deploy(pyinfra_cli)
     output = output_of(rerun)
-    assert rerun.returncode == 0, output[-4000:]
+    assert rerun.returncode == 0, explain(rerun)
     assert "--> Results:" in output
     assert changed_operations(output) == {}, output[-4000:]
 
@@ -71,6 +71,6 @@ def test_validation_names_a_broken_host_and_the_deploy_repairs_it(lab: dict[str,
 
     repaired = deploy(pyinfra_cli)
     output = output_of(repaired)
-    assert repaired.returncode == 0, output[-4000:]
+    assert repaired.returncode == 0, explain(repaired)
     assert "Base | chrony running and enabled" in changed_operations(output)
     assert report_lines(output)[("data2", "base")].startswith("OK chrony synced to 198.18.20.10")

@@ -27,7 +27,7 @@ from benchmarks.redis_failover import (
     wait_for,
 )
 from tests.integration.conftest import ssh
-from tests.integration.deploytools import changed_operations, deploy, output_of, report_lines
+from tests.integration.deploytools import changed_operations, deploy, explain, output_of, report_lines
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
 
@@ -70,7 +70,7 @@ def test_primary_host_loss_promotes_a_replica_and_the_old_primary_rejoins(exclus
     # A rerun of the deploy after the failover changes nothing and keeps the new primary.
     rerun = deploy(pyinfra_cli, "deploys/ha.py", "--data", "layers=redis")
     output = output_of(rerun)
-    assert rerun.returncode == 0, output[-4000:]
+    assert rerun.returncode == 0, explain(rerun)
     assert changed_operations(output) == {}, output[-4000:]
     assert report_lines(output)[(run.new, "redis")].startswith("OK primary, 2 replica(s) online"), output[-3000:]
     assert report_lines(output)[(run.old, "redis")].startswith(f"OK replica of {run.new} (link up")
@@ -131,7 +131,7 @@ def test_report_fails_on_a_silent_sentinel_and_the_deploy_repairs_it(exclusive, 
         assert report_lines(output)[(victim, "redis")].startswith(f"FAIL Sentinel on {victim} does not answer"), output[-3000:]
         repaired = deploy(pyinfra_cli, "deploys/ha.py", "--data", "layers=redis")
         output = output_of(repaired)
-        assert repaired.returncode == 0, output[-3000:]
+        assert repaired.returncode == 0, explain(repaired)
         assert "Redis | redis-sentinel running and enabled" in changed_operations(output)
         assert report_lines(output)[(victim, "redis")].startswith("OK")
     finally:

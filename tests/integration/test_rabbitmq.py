@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.integration.conftest import host_entry, ssh
-from tests.integration.deploytools import changed_operations, deploy, output_of, report_lines
+from tests.integration.deploytools import changed_operations, deploy, explain, output_of, report_lines
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1200)]
 
@@ -155,7 +155,7 @@ def test_rerun_of_rabbitmq_and_endpoints_changes_nothing(converged: dict[str, An
         assert first.returncode == 0, output_of(first)[-4000:]
         second = deploy(pyinfra_cli, "deploys/ha.py", "--data", "layers=rabbitmq,endpoints")
     output = output_of(second)
-    assert second.returncode == 0, output[-4000:]
+    assert second.returncode == 0, explain(second)
     assert changed_operations(output) == {}, output[-4000:]
     lines = report_lines(output)
     for node in NODES:

@@ -9,13 +9,12 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
-from typing import Any
 
 import pytest
 import redis
 
 from tests.integration.conftest import ssh
-from tests.integration.deploytools import changed_operations, deploy, output_of, report_lines
+from tests.integration.deploytools import changed_operations, deploy, explain, output_of, report_lines
 from benchmarks.redis_failover import lab_lock, redis_hosts as redis_addresses, secrets as secrets_of, sentinel_primary
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
@@ -37,7 +36,7 @@ def redis_run(shared, pyinfra_cli) -> subprocess.CompletedProcess[str]:
 
 def test_redis_layer_converges_with_one_primary_and_agreeing_sentinels(shared, redis_run) -> None:
     output = output_of(redis_run)
-    assert redis_run.returncode == 0, output[-4000:]
+    assert redis_run.returncode == 0, explain(redis_run)
     lines = {name: report_lines(output).get((name, "redis"), "missing") for name in DATA}
     assert all(line.startswith("OK ") for line in lines.values()), lines
     primaries = [name for name, line in lines.items() if line.startswith("OK primary, 2 replica(s) online")]
@@ -51,7 +50,7 @@ def test_redis_layer_converges_with_one_primary_and_agreeing_sentinels(shared, r
 def test_second_run_changes_nothing(shared, redis_run, pyinfra_cli) -> None:
     rerun = deploy(pyinfra_cli, "deploys/ha.py", "--data", "layers=redis")
     output = output_of(rerun)
-    assert rerun.returncode == 0, output[-4000:]
+    assert rerun.returncode == 0, explain(rerun)
     assert changed_operations(output) == {}, output[-4000:]
 
 

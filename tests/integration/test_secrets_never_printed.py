@@ -21,7 +21,7 @@ import yaml
 
 from deploys.endpoints import redis_auth_hex
 from tests.integration.conftest import ssh
-from tests.integration.deploytools import changed_operations, deploy, output_of
+from tests.integration.deploytools import changed_operations, deploy, explain, output_of
 from tests.integration.test_rabbitmq import lab_lock
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
@@ -104,7 +104,7 @@ def test_diff_run_repairs_secret_files_and_prints_no_secret(shared: dict[str, An
     assert not leaked, f"secret values printed: {leaked}"
     diff_printed = MARK in output
     assert not diff_printed, "a secret file's diff was printed"
-    assert run.returncode == 0, output[-6000:]
+    assert run.returncode == 0, explain(run)
     assert CONTROL_MARK in output, "the control's diff is missing: was --diff in effect?\n" + output[-3000:]
     changed = changed_operations(output)
     for name in ("Configure Patroni", "Redis settings this deploy owns (included file)", "HAProxy configuration",

@@ -9,7 +9,6 @@ import os
 import secrets
 import stat
 import subprocess
-import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
