@@ -8,7 +8,6 @@ changes nothing.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pyinfra import host
@@ -19,9 +18,9 @@ from pyinfra.operations.util import any_changed
 
 from deploys.inventory_check import is_ip_address
 from deploys.report import CheckResult, poll, register_check
+from deploys.templating import JINJA, TEMPLATES
 from facts.base import AptProxyConfigured, ChronyTracking, TimeZoneName
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 APT_PROXY_FILE = "/etc/apt/apt.conf.d/01proxy"
 APT_LOCK_FILE = "/etc/apt/apt.conf.d/02onlyoffice-ha-lock-timeout"
 CHRONY_CONF = "/etc/chrony/chrony.conf"
@@ -29,7 +28,6 @@ CHRONY_DEFAULTS = "/etc/default/chrony"
 CHRONY_DROP_IN = "/etc/systemd/system/chrony.service.d/10-onlyoffice-ha-no-clock.conf"
 SYSCTL_FILE = "/etc/sysctl.d/60-onlyoffice-ha.conf"
 TIME_ZONE = "Etc/UTC"
-JINJA = {"trim_blocks": True, "lstrip_blocks": True}
 
 BASE_DEFAULTS: dict[str, Any] = {
     # URL of an apt caching proxy (apt-cacher-ng), e.g. "http://10.0.0.5:3142";

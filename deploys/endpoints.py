@@ -23,7 +23,6 @@ A broken configuration never goes live: the template is written to a candidate f
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
 from typing import Any
 
 from pyinfra import host, inventory
@@ -33,10 +32,9 @@ from pyinfra.operations import apt, server, systemd
 
 from deploys.private_files import private_template
 from deploys.report import CheckResult, in_group, poll, register_check
+from deploys.templating import JINJA, TEMPLATES
 from facts.haproxy import HaproxyServerStates
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-JINJA = {"trim_blocks": True, "lstrip_blocks": True}
 CONFIG = "/etc/haproxy/haproxy.cfg"
 CANDIDATE = "/etc/haproxy/haproxy.cfg.candidate"
 REJECTED = "/etc/haproxy/haproxy.cfg.rejected"

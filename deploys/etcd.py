@@ -14,7 +14,6 @@ a host does not rewrite (and restart) the running members.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pyinfra import host, inventory
@@ -25,6 +24,7 @@ from pyinfra.operations.util import any_changed
 from deploys.pki import host_cert_for
 from deploys.private_files import private_put
 from deploys.report import CheckResult, in_group, poll, register_check
+from deploys.templating import JINJA, TEMPLATES
 from facts.etcd import (
     ETCD_DEFAULTS_FILE,
     ETCD_PKI,
@@ -34,8 +34,6 @@ from facts.etcd import (
     etcdctl,
 )
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-JINJA = {"trim_blocks": True, "lstrip_blocks": True}
 
 ETCD_DEFAULTS: dict[str, Any] = {
     # Debian packages: the server and etcdctl (health checks, member add).

@@ -38,7 +38,6 @@ import hmac
 import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from pyinfra import host, inventory, state
@@ -53,10 +52,9 @@ from deploys.etcd import client_endpoints
 from deploys.pki import host_cert_for
 from deploys.private_files import private_put, private_template
 from deploys.report import CheckResult, in_group, poll, register_check
+from deploys.templating import JINJA, TEMPLATES
 from facts.patroni import PatroniCluster, PatroniDynamicConfig, PostgresDsObjects
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-JINJA = {"trim_blocks": True, "lstrip_blocks": True}
 PATRONI_CONFIG = "/etc/patroni/config.yml"
 PATRONI_PKI = "/etc/patroni/pki"
 CREATECLUSTER_CONF = "/etc/postgresql-common/createcluster.conf"

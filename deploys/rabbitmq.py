@@ -35,7 +35,6 @@ import ipaddress
 import json
 import re
 from io import StringIO
-from pathlib import Path
 from typing import Any
 
 from pyinfra import host, inventory
@@ -46,6 +45,7 @@ from pyinfra.operations import apt, files, server, systemd
 
 from deploys.private_files import private_put
 from deploys.report import CheckResult, in_group, poll, register_check
+from deploys.templating import JINJA, TEMPLATES
 from facts.rabbitmq import (
     COOKIE_FILE,
     RabbitmqClusterStatus,
@@ -58,8 +58,6 @@ from facts.rabbitmq import (
     RabbitmqVhosts,
 )
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-JINJA = {"trim_blocks": True, "lstrip_blocks": True}
 GROUP = "rabbitmq"
 CONF_DIR = "/etc/rabbitmq"
 CONF_FILE = f"{CONF_DIR}/rabbitmq.conf"

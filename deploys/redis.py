@@ -61,7 +61,6 @@ from __future__ import annotations
 import re
 from collections import Counter
 from io import StringIO
-from pathlib import Path
 from typing import Any
 
 from pyinfra import host, inventory
@@ -72,6 +71,7 @@ from pyinfra.operations import apt, files, systemd
 
 from deploys.private_files import private_put, private_template
 from deploys.report import CheckResult, in_group, poll, register_check
+from deploys.templating import JINJA, TEMPLATES
 from facts.redis import (
     CLI,
     RedisConfigValues,
@@ -82,7 +82,6 @@ from facts.redis import (
     parse_replicas,
 )
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 GROUP = "redis"
 REDIS_PORT = 6379
 SENTINEL_PORT = 26379
@@ -94,7 +93,6 @@ BOOTSTRAP_MARKER = "/var/lib/redis/onlyoffice-ha.bootstrapped"
 """In Redis's data directory: a wiped data directory is bootstrapped again (as a replica
 of whatever the Sentinels call primary then)."""
 CLI_TIMEOUT_SECONDS = 5
-JINJA = {"trim_blocks": True, "lstrip_blocks": True}
 SAFE_SECRET = re.compile(r"^[A-Za-z0-9_\-+/=.~]{16,}$")
 """Secrets go inside double quotes in Redis config files: no quotes, backslashes, spaces."""
 
