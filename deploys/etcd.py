@@ -21,8 +21,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from deploys.pki import host_cert_for
-from deploys.private_files import private_put
+from deploys.pki import push_host_cert
 from deploys.report import CheckResult, in_group, poll, register_check
 from deploys.templating import JINJA, TEMPLATES
 from facts.etcd import (
@@ -105,24 +104,12 @@ def _bootstrap_values(data: Any, has_data: bool) -> tuple[str, str, list[Any]]:
     return everyone, "new", []
 
 
-def _push_certs() -> list[Any]:
-    """This host's certificate, key and the CA into ETCD_PKI (0600, owned by etcd; the key never printed)."""
-    cert = host_cert_for(host)
-    ops = [files.directory(name="etcd PKI directory", path=ETCD_PKI, user="etcd", group="etcd", mode="700")]
-    for src, dest in ((cert.ca_cert, "ca.crt"), (cert.cert, "host.crt"), (cert.key, "host.key")):
-        put = private_put if dest == "host.key" else files.put
-        ops.append(
-            put(name=f"etcd {dest}", src=str(src), dest=f"{ETCD_PKI}/{dest}", user="etcd", group="etcd", mode="600")
-        )
-    return ops
-
-
 @deploy("etcd", data_defaults=ETCD_DEFAULTS)
 def etcd() -> None:
     """Converge this host's etcd member; data keys are documented in ETCD_DEFAULTS."""
     data = host.data
     apt.packages(name="Install etcd", packages=list(data.etcd_packages), no_recommends=True)
-    certs = _push_certs()
+    certs = push_host_cert("etcd", ETCD_PKI, "etcd")
 
     has_data = host.get_fact(EtcdMemberDataPresent, data_dir=data.etcd_data_dir)
     initial_cluster, cluster_state, running = _bootstrap_values(data, has_data)

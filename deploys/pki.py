@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -204,3 +205,23 @@ def host_cert_for(target: object) -> HostCert:
 
 DEFAULT_PKI_DIR = "/etc/onlyoffice-ha/pki"
 """Production default of ``pki_dir`` (the lab sets ``<lab dir>/pki``)."""
+
+
+def push_host_cert(label: str, directory: str, owner: str) -> list[Any]:
+    """Put the current host's certificate, key and the CA into ``directory`` (0700, files 0600).
+
+    The operations, directory first, so the caller can restart its service when any changed.
+    The key goes through private_put: its content never appears in ``--diff`` output.
+    """
+    from pyinfra import host
+    from pyinfra.operations import files
+
+    from deploys.private_files import private_put
+
+    cert = host_cert_for(host)
+    ops = [files.directory(name=f"{label} PKI directory", path=directory, user=owner, group=owner, mode="700")]
+    for src, dest in ((cert.ca_cert, "ca.crt"), (cert.cert, "host.crt"), (cert.key, "host.key")):
+        put = private_put if dest == "host.key" else files.put
+        ops.append(put(name=f"{label} {dest}", src=str(src), dest=f"{directory}/{dest}", user=owner, group=owner,
+                       mode="600"))
+    return ops

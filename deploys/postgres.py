@@ -49,8 +49,8 @@ from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
 from deploys.etcd import client_endpoints
-from deploys.pki import host_cert_for
-from deploys.private_files import private_put, private_template
+from deploys.pki import push_host_cert
+from deploys.private_files import private_template
 from deploys.report import CheckResult, in_group, poll, register_check
 from deploys.templating import JINJA, TEMPLATES
 from facts.patroni import PatroniCluster, PatroniDynamicConfig, PostgresDsObjects
@@ -307,14 +307,7 @@ def postgres() -> None:
 
     _no_debian_cluster(data)
 
-    cert = host_cert_for(host)
-    pki_dir = files.directory(name="Patroni PKI directory", path=PATRONI_PKI, user="postgres", group="postgres", mode="700")
-    certs = [
-        (private_put if dest == "host.key" else files.put)(
-            name=f"Patroni {dest}", src=str(src), dest=f"{PATRONI_PKI}/{dest}", user="postgres", group="postgres", mode="600",
-        )
-        for src, dest in ((cert.ca_cert, "ca.crt"), (cert.cert, "host.crt"), (cert.key, "host.key"))
-    ]
+    pki_dir, *certs = push_host_cert("Patroni", PATRONI_PKI, "postgres")
     config = private_template(
         name="Configure Patroni",
         src=str(TEMPLATES / "patroni.yml.j2"),
