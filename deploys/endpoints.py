@@ -175,7 +175,7 @@ def check_endpoints(target: Any) -> CheckResult:
     return poll(check_endpoints_once, target, float(_value(target, "endpoint_settle_seconds")))
 
 
-register_check("endpoints", check_endpoints, applies=in_group("docs"))
+register_check("endpoints", check_endpoints, applies=in_group("docs", "lb"))
 
 
 @deploy("Endpoints", data_defaults=ENDPOINTS_DEFAULTS)

@@ -16,16 +16,21 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Layer:
-    """A layer: its name, the inventory group it runs on (None: every host), its deploy."""
+    """A layer: its name, the inventory groups it runs on (None: every host), its deploy.
+
+    ``groups`` is a tuple because some layers serve several roles: the client-side
+    endpoints run on the Document Server hosts and on the load balancers (whose shard
+    table lives in Redis, reached through the local :6379 endpoint).
+    """
 
     name: str
-    group: str | None
+    groups: tuple[str, ...] | None
     module: str
     function: str
 
     def applies(self, target: Any) -> bool:
-        """True when ``target`` (a pyinfra Host) is in this layer's group."""
-        return self.group is None or self.group in target.groups
+        """True when ``target`` (a pyinfra Host) is in one of this layer's groups."""
+        return self.groups is None or any(group in target.groups for group in self.groups)
 
     def deploy(self) -> Callable[[], None]:
         """The layer's public @deploy function (imported late: importing registers checks)."""
@@ -34,11 +39,11 @@ class Layer:
 
 LAYERS: tuple[Layer, ...] = (
     Layer("base", None, "deploys.base", "base"),
-    Layer("etcd", "etcd", "deploys.etcd", "etcd"),
-    Layer("postgres", "postgres", "deploys.postgres", "postgres"),
-    Layer("redis", "redis", "deploys.redis", "redis"),
-    Layer("rabbitmq", "rabbitmq", "deploys.rabbitmq", "rabbitmq"),
-    Layer("endpoints", "docs", "deploys.endpoints", "endpoints"),
+    Layer("etcd", ("etcd",), "deploys.etcd", "etcd"),
+    Layer("postgres", ("postgres",), "deploys.postgres", "postgres"),
+    Layer("redis", ("redis",), "deploys.redis", "redis"),
+    Layer("rabbitmq", ("rabbitmq",), "deploys.rabbitmq", "rabbitmq"),
+    Layer("endpoints", ("docs", "lb"), "deploys.endpoints", "endpoints"),
 )
 LAYER_NAMES: tuple[str, ...] = tuple(layer.name for layer in LAYERS)
 ALWAYS = ("base",)

@@ -63,9 +63,9 @@ def registered_layers() -> list[str]:
     return list(_CHECKS)
 
 
-def in_group(group: str) -> Callable[[Any], bool]:
-    """An ``applies`` predicate: the host is in inventory group ``group``."""
-    return lambda target: group in target.groups
+def in_group(*groups: str) -> Callable[[Any], bool]:
+    """An ``applies`` predicate: the host is in one of the inventory ``groups``."""
+    return lambda target: any(group in target.groups for group in groups)
 
 
 def poll(check: LayerCheck, target: Any, deadline_seconds: float, interval: float = 1.0) -> CheckResult:

@@ -34,3 +34,16 @@ def test_unknown_layer_is_refused_naming_host_field_and_fix() -> None:
 
 def test_known_layers_pass() -> None:
     assert check_layers([HostSpec("ds1", frozenset({"docs"}), {"layers": "postgres"})]) == []
+
+
+class _Host:
+    def __init__(self, *groups: str) -> None:
+        self.groups = set(groups)
+
+
+def test_endpoints_run_on_document_server_hosts_and_load_balancers() -> None:
+    endpoints = next(layer for layer in selected_layers(None) if layer.name == "endpoints")
+    assert endpoints.applies(_Host("docs")) and endpoints.applies(_Host("lb"))
+    assert not endpoints.applies(_Host("postgres", "redis"))
+    base = selected_layers(None)[0]
+    assert base.applies(_Host("postgres"))
