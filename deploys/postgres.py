@@ -25,7 +25,8 @@ Reruns: the config file is rewritten only when something changed, and Patroni is
 added to the postgres group starts Patroni with an empty data dir and joins as a replica
 by base backup; the leader only gets a reload for the new pg_hba line.
 
-The Document Server role and database are made on the leader at execute time, from the
+The Document Server role and its databases (``onlyoffice`` and one per DS node,
+deploys/dsnodes.py) are made on the leader at execute time, from the
 facts read then, by ``ds_database`` (the role's password is sent as a SCRAM verifier
 computed here, never as text).
 """
@@ -48,6 +49,7 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
+from deploys.dsnodes import docs_hosts, node_database
 from deploys.etcd import client_endpoints
 from deploys.pki import push_host_cert
 from deploys.private_files import private_template
@@ -70,7 +72,9 @@ POSTGRES_DEFAULTS: dict[str, Any] = {
     "postgres_data_dir": "/var/lib/postgresql/15/onlyoffice",
     # Wait for Patroni to elect a leader after a (re)start before making role/database.
     "patroni_leader_deadline": 180,
-    # Document Server's database and role (password: secret postgres_ds_password).
+    # Document Server's role (password: secret postgres_ds_password) and its own database
+    # (for operators, drills and benchmarks).  Each DS node gets another database, owned by
+    # the same role: deploys/dsnodes.py node_database(<docs host>), e.g. onlyoffice_ds1.
     "postgres_ds_database": "onlyoffice",
     "postgres_ds_role": "onlyoffice",
     # Commits wait for a standby; Patroni promotes only that standby (no lost commits).
@@ -263,8 +267,20 @@ def _members() -> list[dict[str, str]]:
     return [{"name": m.name, "address": m.data.private_address} for m in inventory.get_group("postgres")]
 
 
-def _clients() -> list[dict[str, str]]:
-    return [{"name": m.name, "address": m.data.private_address} for m in inventory.get_group("docs")]
+def _clients(shared: str) -> list[dict[str, Any]]:
+    """DS hosts and the databases each may reach: the shared one and ITS OWN node database only."""
+    return [{"name": m.name, "address": m.data.private_address, "databases": [shared, node_database(m.name)]}
+            for m in inventory.get_group("docs")]
+
+
+def ds_databases(shared: str) -> list[str]:
+    """Every database the DS role owns: ``shared`` then one per DS node (per-node shards).
+
+    Each node's own database is what confines a version change's removetbl.sql to that
+    node; the list comes from the whole docs group (--limit notwithstanding).
+    """
+    names = [shared] + [node_database(name) for name in docs_hosts(inventory)]
+    return list(dict.fromkeys(names))
 
 
 def _no_debian_cluster(data: Any) -> None:
@@ -329,8 +345,7 @@ def postgres() -> None:
         superuser_password=secrets["postgres_superuser_password"],
         replication_password=secrets["postgres_replication_password"],
         members=_members(),
-        clients=_clients(),
-        ds_database=data.postgres_ds_database,
+        clients=_clients(data.postgres_ds_database),
         ds_role=data.postgres_ds_role,
         jinja_env_kwargs=dict(JINJA),
     )
@@ -342,8 +357,9 @@ def postgres() -> None:
     deadline = float(data.patroni_leader_deadline)
     dynamic_config(name="Patroni dynamic configuration (ttl, sync mode...)", wanted=dcs,
                    rest_password=secrets["patroni_rest_password"], deadline=deadline, _serial=True)
-    ds_database(name="Document Server role and database", role=data.postgres_ds_role,
-                database=data.postgres_ds_database, password=secrets["postgres_ds_password"], deadline=deadline)
+    for database in ds_databases(data.postgres_ds_database):
+        ds_database(name=f"Document Server role and database {database}", role=data.postgres_ds_role,
+                    database=database, password=secrets["postgres_ds_password"], deadline=deadline)
 
 
 # --- validation -----------------------------------------------------------------------
