@@ -6,9 +6,10 @@ the node name ``rabbit@<inventory name>``, peers resolvable by name (``/etc/host
 an Erlang inetrc), ``cluster_partition_handling = pause_minority``.  The first host of
 the ``rabbitmq`` group is the seed; every other node joins it once, by an operation that
 reads the node's cluster status when it executes (a node already clustered is left
-alone, a node clustered elsewhere is refused, never reset).  The vhost ``onlyoffice``,
-user ``onlyoffice`` (password from stdin, never on a command line) with permissions on
-that vhost only, and the removal of ``guest`` are cluster-wide and run on the seed.
+alone, a node clustered elsewhere is refused, never reset).  The vhost ``onlyoffice`` and
+one vhost per DS node (``onlyoffice_<node>``, deploys/dsnodes.py), user ``onlyoffice``
+(password from stdin, never on a command line) with permissions on those vhosts only, and
+the removal of ``guest`` are cluster-wide and run on the seed.
 
 Document Server's queues when a node is lost: DS declares non-durable classic queues
 (``ds.converttask``... and an exclusive queue per process bound to the ``ds.pubsub``
@@ -43,6 +44,7 @@ from pyinfra.api.exceptions import DeployError, OperationError
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import apt, files, server, systemd
 
+from deploys.dsnodes import docs_hosts, node_vhost
 from deploys.private_files import private_put
 from deploys.report import CheckResult, in_group, poll, register_check
 from deploys.templating import JINJA, TEMPLATES
@@ -76,7 +78,9 @@ POLICY = "ha-onlyoffice"
 RABBITMQ_DEFAULTS: dict[str, Any] = {
     # Debian packages of this layer (3.10 in bookworm: DS < 9.0 needs RabbitMQ < 4.1).
     "rabbitmq_packages": ["rabbitmq-server"],
-    # Document Server's vhost and user (the user's password is secret rabbitmq_password).
+    # Document Server's user (the user's password is secret rabbitmq_password) and its shared
+    # vhost (operators, drills).  Each DS node gets its own vhost too, with the same user's
+    # permissions and the mirror policy: deploys/dsnodes.py node_vhost(<docs host>).
     "rabbitmq_vhost": "onlyoffice",
     "rabbitmq_user": "onlyoffice",
     # pause_minority: the side of a cut with fewer than half the nodes stops serving.
@@ -352,15 +356,25 @@ def _cluster_objects(data: Any) -> None:
     )
     if host.name != seed_host():
         return
-    vhost(name=f"RabbitMQ vhost {vhost_name}", vhost_name=vhost_name)
     user(name=f"RabbitMQ user {user_name}", user_name=user_name, password_file=PASSWORD_FILE)
-    permissions(name=f"RabbitMQ permissions of {user_name} on {vhost_name}", vhost_name=vhost_name, user_name=user_name)
     user_absent(name="No RabbitMQ guest user", user_name="guest")
-    policy(
-        name=f"RabbitMQ policy {POLICY} (mirrored classic queues)", vhost_name=vhost_name, policy_name=POLICY,
-        pattern="^(?!amq\\.).*", definition=MIRROR_DEFINITION, apply_to="queues",
-        present=bool(data.rabbitmq_mirror_queues),
-    )
+    for name in ds_vhosts(vhost_name):
+        vhost(name=f"RabbitMQ vhost {name}", vhost_name=name)
+        permissions(name=f"RabbitMQ permissions of {user_name} on {name}", vhost_name=name, user_name=user_name)
+        policy(
+            name=f"RabbitMQ policy {POLICY} on {name} (mirrored classic queues)", vhost_name=name, policy_name=POLICY,
+            pattern="^(?!amq\\.).*", definition=MIRROR_DEFINITION, apply_to="queues",
+            present=bool(data.rabbitmq_mirror_queues),
+        )
+
+
+def ds_vhosts(shared: str) -> list[str]:
+    """The shared vhost, then one per DS node (deploys/dsnodes.py), from the whole docs group.
+
+    A node's own vhost is what confines its SIGTERM ``PUT /internal/cluster/inactive``
+    broadcast (the ``ds.pubsub`` fanout lives in a vhost) to that node.
+    """
+    return list(dict.fromkeys([shared] + [node_vhost(name) for name in docs_hosts(inventory)]))
 
 
 # --- validation -----------------------------------------------------------------------------
