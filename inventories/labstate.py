@@ -62,6 +62,8 @@ def host_data(host: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
         "private_address": host.get("address"),
         "lab_container": host.get("container"),
         "lab_addresses": dict(host.get("addresses") or {}),
+        # The load balancers' address on the front network (VRRP peers, the VIP's interface).
+        **({"front_address": host["addresses"]["front"]} if "front" in (host.get("addresses") or {}) else {}),
     }
 
 
@@ -82,7 +84,15 @@ def global_data(state: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any
         "lab_services": dict(services),
         # The deploy CA (deploys/pki.py) lives beside the lab's other state.
         "pki_dir": str(Path(state.get("state_dir") or lab_dir()) / "pki"),
+        # Docker engines inside lab hosts use 198.19.0.0/16 only (docs/architecture.md).
+        "docker_bip": "198.19.0.1/24",
+        "docker_address_pools": [{"base": "198.19.128.0/17", "size": 24}],
+        "docker_registry": services.get("registry"),
+        "docker_registry_ca": state.get("ca_cert"),
         "secrets": secrets,
+        # The front door (deploys/loadbalancer.py): the VIP and the certificate from the lab CA.
+        **({"lb_vip": front["vip"], "lb_tls_certificate": front["tls_certificate"], "lb_tls_key": front["tls_key"]}
+           if (front := state.get("front")) else {}),
     }
 
 

@@ -77,3 +77,44 @@ def ensure_server_cert(name: str, address: str) -> tuple[Path, Path]:
     state.write_private(key, _key_pem(private))
     crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(serialization.Encoding.PEM))
     return crt, key
+
+
+def front_paths() -> tuple[Path, Path]:
+    """Where the load balancers' front certificate and key live (.lab/tls/front.crt, .key)."""
+    tls = state.state_dir() / "tls"
+    return tls / "front.crt", tls / "front.key"
+
+
+def ensure_front_cert(addresses: list[str]) -> tuple[Path, Path]:
+    """The load balancers' TLS certificate (IP SANs: the VIP and each LB's front address).
+
+    Made once and kept while it covers ``addresses`` and is valid for 30 more days, so a
+    rerun of ``up`` never changes what the deploy pushes (its second run changes nothing).
+    The chain (certificate + lab CA) goes in front.crt, as nginx's ssl_certificate wants.
+    """
+    ca_cert, ca_key = ensure_ca()
+    crt, key = front_paths()
+    wanted = {ipaddress.ip_address(a) for a in addresses}
+    if crt.exists() and key.exists():
+        existing = x509.load_pem_x509_certificate(crt.read_bytes())
+        sans = existing.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        if (wanted <= set(sans.get_values_for_type(x509.IPAddress)) and existing.issuer == ca_cert.subject
+                and existing.not_valid_after_utc > _now() + dt.timedelta(days=30)):
+            return crt, key
+    private = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, addresses[0])]))
+            .issuer_name(ca_cert.subject).public_key(private.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(_now() - dt.timedelta(days=1))
+            .not_valid_after(_now() + dt.timedelta(days=825))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    state.write_private(key, _key_pem(private))
+    crt.parent.chmod(0o700)
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(serialization.Encoding.PEM))
+    crt.chmod(0o644)
+    return crt, key

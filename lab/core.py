@@ -49,6 +49,27 @@ def foreign_containers(cli: docker.DockerClient, topo: Topology) -> list[str]:
     return foreign
 
 
+FRONT_NETWORK = "front"
+FRONT_VIP_OFFSET = 100
+"""The load balancers' floating address is the front network's .100 (lab: 198.18.10.100)."""
+
+
+def front_vip(topo: Topology) -> str | None:
+    """The lab's floating address as ``address/prefix`` (None without a front network)."""
+    net = topo.networks.get(FRONT_NETWORK)
+    if net is None:
+        return None
+    return f"{net.subnet.network_address + FRONT_VIP_OFFSET}/{net.subnet.prefixlen}"
+
+
+def front_addresses(topo: Topology) -> list[str]:
+    """The VIP then each host's front address: the IP SANs of the LBs' certificate."""
+    vip = front_vip(topo)
+    if vip is None:
+        return []
+    return [vip.split("/")[0]] + [h.addresses[FRONT_NETWORK] for h in topo.hosts.values() if FRONT_NETWORK in h.addresses]
+
+
 def up(topo: Topology, say: Say) -> dict[str, Any]:
     """Bring the lab up, reusing what this state dir made; return the status dict.
 
@@ -84,6 +105,9 @@ def up(topo: Topology, say: Say) -> dict[str, Any]:
     hosts.write_known_hosts(keys, topo)
     _parallel(hosts.verify_ssh, list(topo.hosts.values()))
     say(f"{len(topo.hosts)} hosts answer SSH with host key checking ({time.monotonic() - t0:.1f}s)")
+    if front_addresses(topo):
+        from lab import ca
+        ca.ensure_front_cert(front_addresses(topo))
     svc = [h for h in topo.hosts.values() if "services" in h.roles]
     if svc:
         from lab import services
@@ -121,6 +145,10 @@ def status(topo: Topology, cli: docker.DockerClient | None = None) -> dict[str, 
             "tags": registry_tags(registry, state.load_secrets()) if registry else []}},
         "hosts": [],
     }
+    if front_vip(topo):
+        tls = sdir / "tls"
+        result["front"] = {"vip": front_vip(topo), "tls_certificate": str(tls / "front.crt"),
+                           "tls_key": str(tls / "front.key")}
     for host in topo.hosts.values():
         container = hosts.get_container(cli, host)
         result["hosts"].append({
