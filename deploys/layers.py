@@ -39,11 +39,13 @@ class Layer:
 
 LAYERS: tuple[Layer, ...] = (
     Layer("base", None, "deploys.base", "base"),
+    Layer("docker", ("docs",), "deploys.docker", "docker"),
     Layer("etcd", ("etcd",), "deploys.etcd", "etcd"),
     Layer("postgres", ("postgres",), "deploys.postgres", "postgres"),
     Layer("redis", ("redis",), "deploys.redis", "redis"),
     Layer("rabbitmq", ("rabbitmq",), "deploys.rabbitmq", "rabbitmq"),
     Layer("endpoints", ("docs", "lb"), "deploys.endpoints", "endpoints"),
+    Layer("backup", ("postgres",), "deploys.pgbackrest", "pgbackrest"),
 )
 LAYER_NAMES: tuple[str, ...] = tuple(layer.name for layer in LAYERS)
 ALWAYS = ("base",)

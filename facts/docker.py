@@ -1,0 +1,133 @@
+"""Facts for the Docker engine layer: what the engine runs with, and whether root is logged in.
+
+``DockerEngine`` reads the engine's own view (``docker info`` and the default bridge's
+IPAM config) together with ``/etc/docker/daemon.json``: ``docker info`` does not show
+log options or address pools in 20.10, and the file alone does not prove the running
+daemon took it.  ``RegistryLogin`` compares the stored credentials with the wanted ones
+entirely on the host, so neither the password nor its base64 form is ever printed or
+returned.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pyinfra.api import FactBase, QuoteString, StringCommand
+
+DAEMON_JSON = "/etc/docker/daemon.json"
+ROOT_DOCKER_CONFIG = "/root/.docker/config.json"
+
+_SECTIONS = ("info", "bridge", "daemon")
+
+
+def parse_engine(lines: list[str]) -> dict[str, Any] | None:
+    """Split the fact's ``### section`` output into parsed JSON; None when the engine does not answer.
+
+    Returns ``{"info": {...}, "bridge": [{"Subnet", "Gateway"}...], "daemon": {...} | None}``.
+    ``daemon`` is None when the file is missing or is not valid JSON (the daemon would refuse it).
+    """
+    chunks: dict[str, list[str]] = {name: [] for name in _SECTIONS}
+    current = None
+    for line in lines:
+        if line.startswith("### ") and line[4:].strip() in chunks:
+            current = line[4:].strip()
+            continue
+        if current:
+            chunks[current].append(line)
+
+    def load(name: str) -> Any:
+        text = "\n".join(chunks[name]).strip()
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return None
+
+    info = load("info")
+    if not isinstance(info, dict) or not info.get("ServerVersion"):
+        return None
+    bridge = load("bridge")
+    daemon = load("daemon")
+    return {
+        "info": info,
+        "bridge": bridge if isinstance(bridge, list) else [],
+        "daemon": daemon if isinstance(daemon, dict) else None,
+    }
+
+
+class DockerEngine(FactBase):
+    """The running engine and its configuration, or None when ``docker info`` does not answer.
+
+    ``{"info": docker info as JSON, "bridge": the default bridge's IPAM config list,
+    "daemon": /etc/docker/daemon.json parsed (None if missing or invalid)}``.
+    """
+
+    def command(self) -> str:
+        return (
+            "echo '### info'; timeout 20 docker info --format '{{json .}}' 2>/dev/null; "
+            "echo; echo '### bridge'; timeout 20 docker network inspect bridge --format '{{json .IPAM.Config}}' 2>/dev/null; "
+            f"echo; echo '### daemon'; cat {DAEMON_JSON} 2>/dev/null; true"
+        )
+
+    def process(self, output: list[str]) -> dict[str, Any] | None:
+        return parse_engine(output)
+
+
+def registry_login_command(registry: str, username: str, password_file: str, config: str = ROOT_DOCKER_CONFIG) -> StringCommand:
+    """Shell that prints ``current``, ``stale`` or ``absent`` for root's login to ``registry``.
+
+    The expected ``auth`` (base64 of ``user:password``) is computed on the host from the
+    root-only password file; the password only passes through shell builtins (``printf``)
+    and pipes, never a process's argv, and nothing but the verdict is printed.
+    """
+    script = (
+        'f="$1"; p="$2"; r="$3"; u="$4"; '
+        'if [ ! -r "$f" ] || [ ! -r "$p" ]; then echo absent; exit 0; fi; '
+        "cur=$(jq -r --arg r \"$r\" '.auths[$r].auth // empty' \"$f\" 2>/dev/null); "
+        'if [ -z "$cur" ]; then echo absent; exit 0; fi; '
+        'exp=$(printf "%s:%s" "$u" "$(cat "$p")" | base64 -w0); '
+        'if [ "$cur" = "$exp" ]; then echo current; else echo stale; fi'
+    )
+    return StringCommand(
+        "sh", "-c", QuoteString(script), "registry-login",
+        QuoteString(config), QuoteString(password_file), QuoteString(registry), QuoteString(username),
+    )
+
+
+class RegistryLogin(FactBase):
+    """Whether root's docker config holds the wanted credentials for a registry.
+
+    ``"current"`` (same user and password), ``"stale"`` (an entry, other credentials),
+    ``"absent"`` (no entry, or the password file is missing).  Never the credentials.
+    """
+
+    def command(self, registry: str, username: str, password_file: str) -> StringCommand:
+        return registry_login_command(registry, username, password_file)
+
+    def process(self, output: list[str]) -> str:
+        verdict = (output[-1] if output else "").strip()
+        return verdict if verdict in ("current", "stale", "absent") else "absent"
+
+
+class DaemonConfigPending(FactBase):
+    """True when daemon.json is newer than the running dockerd (it has not read the file yet).
+
+    Why not only "the file changed in this run": a run that wrote the file and then
+    failed before the restart would leave the daemon on the old settings for good;
+    comparing the file's mtime with the daemon's start time catches that on the next run.
+    False when dockerd is not running or the file is missing.
+    """
+
+    def command(self, service: str = "docker.service") -> StringCommand:
+        script = (
+            's="$1"; f="$2"; '
+            'if ! systemctl -q is-active "$s" || [ ! -f "$f" ]; then echo no; exit 0; fi; '
+            'started=$(date -d "$(systemctl show -p ExecMainStartTimestamp --value "$s")" +%s 2>/dev/null) || { echo no; exit 0; }; '
+            'if [ "$(stat -c %Y "$f")" -gt "$started" ]; then echo yes; else echo no; fi'
+        )
+        return StringCommand("sh", "-c", QuoteString(script), "daemon-config-pending", QuoteString(service), QuoteString(DAEMON_JSON))
+
+    def process(self, output: list[str]) -> bool:
+        return bool(output) and output[-1].strip() == "yes"
