@@ -89,6 +89,12 @@ def global_data(state: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any
         "docker_address_pools": [{"base": "198.19.128.0/17", "size": 24}],
         "docker_registry": services.get("registry"),
         "docker_registry_ca": state.get("ca_cert"),
+        # pgBackRest's repository (deploys/pgbackrest.py): the lab S3 on svc1 (moto, path style).
+        "pgbackrest_s3_endpoint": services.get("s3_endpoint"),
+        "pgbackrest_s3_bucket": services.get("s3_bucket"),
+        "pgbackrest_s3_region": services.get("s3_region"),
+        "pgbackrest_s3_uri_style": "path",
+        "pgbackrest_s3_ca_cert": state.get("ca_cert"),
         "secrets": secrets,
         # The front door (deploys/loadbalancer.py): the VIP and the certificate from the lab CA.
         **({"lb_vip": front["vip"], "lb_tls_certificate": front["tls_certificate"], "lb_tls_key": front["tls_key"]}
