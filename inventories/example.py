@@ -75,6 +75,18 @@ _GLOBAL_DATA = {
     "chrony_may_set_clock": True,
     # Kernel-wide sysctls, on top of deploys/base.py's defaults; {} keeps the defaults.
     # "sysctl_host_baseline": {"vm.swappiness": 10, "vm.overcommit_memory": 1},
+    # Docker engine on the Document Server hosts (deploys/docker.py documents every key).
+    # Pick ranges unused anywhere in your networks (VPNs, peered VPCs, offices): there is
+    # no default bridge address on purpose (Docker's 172.17.0.0/16 clashes with many).
+    "docker_bip": "10.200.0.1/24",
+    "docker_address_pools": [{"base": "10.201.0.0/16", "size": 24}],
+    # "debian" (docker.io) or "docker" (Docker's apt repository, docker-ce).
+    "docker_source": "debian",
+    # "docker_registry_mirrors": ["https://mirror.example.net"],
+    # Private registry the images come from; root logs in with secrets registry_username
+    # and registry_password (required once this is set).  The CA file is read on this machine.
+    # "docker_registry": "registry.example.net:5000",
+    # "docker_registry_ca": "/etc/onlyoffice-ha/registry-ca.crt",
     # Loaded from $OOHA_SECRETS_FILE (mode 0600), never written here.
     "secrets": load_production_secrets(),
 }
