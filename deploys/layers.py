@@ -45,6 +45,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer("redis", ("redis",), "deploys.redis", "redis"),
     Layer("rabbitmq", ("rabbitmq",), "deploys.rabbitmq", "rabbitmq"),
     Layer("endpoints", ("docs", "lb"), "deploys.endpoints", "endpoints"),
+    Layer("documentserver", ("docs",), "deploys.documentserver", "documentserver"),
     Layer("backup", ("postgres",), "deploys.pgbackrest", "pgbackrest"),
 )
 LAYER_NAMES: tuple[str, ...] = tuple(layer.name for layer in LAYERS)
