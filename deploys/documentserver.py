@@ -373,8 +373,20 @@ def classify_502(log_lines: list[str], example_enabled: bool) -> tuple[str, str]
     return "unknown (no matching nginx error line)", ""
 
 
+def excerpt(line: str, width: int = 220) -> str:
+    """The part of an nginx error line that shows the cause (it starts near the keyword)."""
+    if len(line) <= width:
+        return line
+    for keyword in ("connect() failed", "could not be resolved"):
+        at = line.find(keyword)
+        if at >= 0:
+            start = max(0, at - (60 if keyword.startswith("could") else 0))
+            return line[start:start + width]
+    return line[-width:]
+
+
 def _cause_text(cause: str, line: str) -> str:
-    return f"likely cause: {cause}" + (f" (nginx: {line[-220:]})" if line else "")
+    return f"likely cause: {cause}" + (f" (nginx: {excerpt(line)})" if line else "")
 
 
 def base_url(target: Any) -> str:
@@ -385,7 +397,7 @@ def example_text(status: int, cause: str, line: str) -> str:
     """The report's words for an example that is off (not a failure: the default)."""
     seen = f"answers {status}" if status else "gets no answer"
     return (f"example off: /example/ {seen} ({cause}: nothing listens on 127.0.0.1:3000 in the container"
-            + (f"; nginx: {line[-160:]}" if line else "") + "); fix: set ds_example_enabled=true")
+            + (f"; nginx: {excerpt(line, 200)}" if line else "") + "); fix: set ds_example_enabled=true")
 
 
 def check_documentserver_once(target: Any) -> CheckResult:

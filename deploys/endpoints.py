@@ -30,6 +30,7 @@ from pyinfra.api import QuoteString, StringCommand, deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import apt, server, systemd
 
+from deploys.dsnodes import docker_gateway
 from deploys.private_files import private_template
 from deploys.report import CheckResult, in_group, poll, register_check
 from deploys.templating import JINJA, TEMPLATES
@@ -46,7 +47,8 @@ PG_PRIMARY, PG_REPLICAS, REDIS_PRIMARY, RABBITMQ = "pg-primary", "pg-replicas", 
 ENDPOINTS_DEFAULTS: dict[str, Any] = {
     # Client host packages: the proxy, and clients for operators and drills.
     "endpoint_packages": ["haproxy", "postgresql-client", "redis-tools"],
-    # Addresses the endpoints listen on; the app tier adds the Docker bridge gateway.
+    # Addresses the endpoints listen on; on DS hosts the Docker bridge gateway (from
+    # docker_bip) is added by bind_addresses().
     "endpoint_bind_addresses": ["127.0.0.1"],
     "endpoint_pg_primary_port": 5432,
     "endpoint_pg_replicas_port": 5433,
@@ -115,10 +117,25 @@ def input_problems(target: Any) -> list[str]:
     return problems
 
 
+def bind_addresses(target: Any) -> list[str]:
+    """``endpoint_bind_addresses``, plus the Docker bridge gateway on DS hosts.
+
+    The Document Server container reaches the data tier at the gateway of the DS host's
+    Docker bridge (``docker_bip``, deploys/dsnodes.py docker_gateway): derived here from
+    the docker layer's one key, so the address is never configured twice.  The docker
+    layer runs before this one, so the address exists when HAProxy binds it.
+    """
+    addresses = [str(a) for a in _value(target, "endpoint_bind_addresses")]
+    gateway = docker_gateway(target.data.get("docker_bip")) if "docs" in target.groups else None
+    if gateway and gateway not in addresses:
+        addresses.append(gateway)
+    return addresses
+
+
 def template_vars(target: Any) -> dict[str, Any]:
     """Everything templates/haproxy.cfg.j2 needs (kept apart so a unit test renders it)."""
     return {
-        "bind_addresses": [str(a) for a in _value(target, "endpoint_bind_addresses")],
+        "bind_addresses": bind_addresses(target),
         "stats_port": int(_value(target, "endpoint_stats_port")),
         "pg_primary_port": int(_value(target, "endpoint_pg_primary_port")),
         "pg_replicas_port": int(_value(target, "endpoint_pg_replicas_port")),
