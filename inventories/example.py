@@ -87,6 +87,15 @@ _GLOBAL_DATA = {
     # and registry_password (required once this is set).  The CA file is read on this machine.
     # "docker_registry": "registry.example.net:5000",
     # "docker_registry_ca": "/etc/onlyoffice-ha/registry-ca.crt",
+    # Document Server (deploys/documentserver.py documents every key): one container per DS
+    # host, image <ds_image>:<ds_version> (pinned tag; ds_image_digest optional) from the
+    # registry above.  ee/de share Redis via Sentinel; community warns on several nodes.
+    "ds_image": "onlyoffice/documentserver-ee",
+    "ds_version": "9.3.0.1",
+    "ds_edition": "ee",
+    # The test example (never in production): False -> /example/ answers 502 by design.
+    "ds_example_enabled": False,
+    # "ds_memory_limit": "8g", "ds_cpus": 4,
     # Loaded from $OOHA_SECRETS_FILE (mode 0600), never written here.
     "secrets": load_production_secrets(),
 }

@@ -67,6 +67,15 @@ def host_data(host: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def ds_image_data(state: dict[str, Any]) -> dict[str, Any]:
+    """ds_image / ds_version from the lab's registry images (the oldest tag is the deployed one)."""
+    image = (state.get("images") or {}).get("documentserver") or {}
+    tags = list(image.get("tags") or [])
+    if not image.get("repository") or not tags:
+        return {}
+    return {"ds_image": image["repository"], "ds_version": tags[0], "ds_edition": "ee"}
+
+
 def global_data(state: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
     """Data for the ``all`` group: lab services and the loaded secrets."""
     services = state.get("services") or {}
@@ -89,6 +98,8 @@ def global_data(state: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any
         "docker_address_pools": [{"base": "198.19.128.0/17", "size": 24}],
         "docker_registry": services.get("registry"),
         "docker_registry_ca": state.get("ca_cert"),
+        # Document Server: the stand-in image in the lab registry, its first tag (9.3.0.1).
+        **ds_image_data(state),
         # pgBackRest's repository (deploys/pgbackrest.py): the lab S3 on svc1 (moto, path style).
         "pgbackrest_s3_endpoint": services.get("s3_endpoint"),
         "pgbackrest_s3_bucket": services.get("s3_bucket"),
