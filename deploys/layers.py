@@ -46,6 +46,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer("rabbitmq", ("rabbitmq",), "deploys.rabbitmq", "rabbitmq"),
     Layer("endpoints", ("docs", "lb"), "deploys.endpoints", "endpoints"),
     Layer("documentserver", ("docs",), "deploys.documentserver", "documentserver"),
+    Layer("loadbalancer", ("lb",), "deploys.loadbalancer", "loadbalancer"),
     Layer("backup", ("postgres",), "deploys.pgbackrest", "pgbackrest"),
 )
 LAYER_NAMES: tuple[str, ...] = tuple(layer.name for layer in LAYERS)
