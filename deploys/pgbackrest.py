@@ -65,6 +65,11 @@ BACKUP_DEFAULTS: dict[str, Any] = {
     "pgbackrest_s3_bucket": None,
     "pgbackrest_s3_region": None,
     "pgbackrest_s3_uri_style": "path",
+    # Connect to this address instead of the endpoint's host name (which still goes in
+    # the Host header and is what the TLS certificate must name): for hosts that cannot
+    # resolve the name.  pgBackRest 2.45 checks only DNS names of a certificate, not IP
+    # addresses, so an endpoint given as an IP address fails TLS verification.
+    "pgbackrest_s3_connect_address": None,
     "pgbackrest_repo_path": "/onlyoffice-ha",
     # CA bundle (a path on the machine running pyinfra) that signed the S3 endpoint's
     # certificate; pushed to the hosts.  None: the hosts' system CAs.
@@ -131,6 +136,9 @@ def input_problems(target: Any) -> list[str]:
         problems.append(f"{name}: pgbackrest_s3_uri_style: must be 'path' or 'host'; fix: 'path' for S3-compatible stores")
     if not str(setting(target, "pgbackrest_repo_path")).startswith("/"):
         problems.append(f"{name}: pgbackrest_repo_path: must start with '/'; fix: e.g. '/onlyoffice-ha'")
+    connect = setting(target, "pgbackrest_s3_connect_address")
+    if connect is not None and (not isinstance(connect, str) or not re.fullmatch(r"[A-Za-z0-9.:-]+", connect)):
+        problems.append(f"{name}: pgbackrest_s3_connect_address: {connect!r} is not an address; fix: an IP address or host name, or None")
     ca = setting(target, "pgbackrest_s3_ca_cert")
     if ca is not None:
         import os
@@ -236,9 +244,10 @@ def archive_mode_active(rest_password: str, deadline: float = 120):
         f"for i in $(seq 60); do curl -sf --max-time 3 http://127.0.0.1:{port}/patroni | grep -q '\"pending_restart\": *true' && break; sleep 1; done; "
     )
     yield StringCommand("sh", "-c", QuoteString(script))
-    yield StringCommand("curl", "-sSf", "--max-time", str(int(deadline)), "-X", "POST", "-u", auth,
+    # POST /restart answers once PostgreSQL is up again; a slow start is judged by the wait below.
+    yield StringCommand("curl", "-sS", "--max-time", str(int(deadline)), "-X", "POST", "-u", auth,
                         "-H", "'Content-Type: application/json'", "--data", "'{}'",
-                        f"http://127.0.0.1:{port}/restart")
+                        f"http://127.0.0.1:{port}/restart", "||", "true")
     wait = (
         f"end=$(($(date +%s)+{int(deadline)})); while [ $(date +%s) -lt $end ]; do "
         "m=$(runuser -u postgres -- psql -h /var/run/postgresql -XAtqc 'show archive_mode' 2>/dev/null || true); "
@@ -321,6 +330,24 @@ def converge_archiving(rest_password: str) -> None:
                         _serial=True)
 
 
+def _endpoint_name_resolves() -> None:
+    """With pgbackrest_s3_connect_address: "<address> <endpoint name>" in /etc/hosts, now and
+    at every boot.  pgBackRest verifies the certificate against the host it connects to
+    (DNS names only), so it must connect to the name; repo-storage-host would replace it."""
+    address = setting(host, "pgbackrest_s3_connect_address")
+    if not address:
+        return
+    name, _ = endpoint_parts(setting(host, "pgbackrest_s3_endpoint"))
+    files.line(name=f"{name} resolves to {address} (/etc/hosts)", path="/etc/hosts",
+               line=rf"^{re.escape(address)} {re.escape(name)}$", replace=f"{address} {name}")
+    unit = files.template(name="Boot unit keeping that /etc/hosts entry", src=str(TEMPLATES / "pgbackrest-s3-hosts.service.j2"),
+                          dest=f"{UNIT_DIR}/ooha-pgbackrest-s3-hosts.service", mode="644",
+                          jinja_env_kwargs=dict(JINJA), endpoint_name=name, address=address)
+    systemd.daemon_reload(name="Reload systemd (boot unit changed)", _if=unit.did_change)
+    systemd.service(name="Boot unit for the S3 endpoint's name enabled", service="ooha-pgbackrest-s3-hosts.service",
+                    running=True, enabled=True)
+
+
 @deploy("backup", data_defaults=BACKUP_DEFAULTS)
 def pgbackrest() -> None:
     """Converge pgBackRest on this PostgreSQL member; data keys in BACKUP_DEFAULTS."""
@@ -338,6 +365,7 @@ def pgbackrest() -> None:
     if ca:
         files.put(name="S3 endpoint's CA for pgBackRest", src=str(ca), dest=CA_FILE, user="root", group="postgres",
                   mode="644")
+    _endpoint_name_resolves()
     private_template(name="Configure pgBackRest (S3 keys, cipher key)", src=str(TEMPLATES / "pgbackrest.conf.j2"),
                      dest=PGBACKREST_CONF, user="root", group="postgres", mode="640",
                      jinja_env_kwargs=dict(JINJA), **config_vars(host))

@@ -75,7 +75,8 @@ def parse_pgbackrest_info(text: str) -> dict[str, Any] | None:
     repo_errors = []
     for repo in stanza.get("repo") or []:
         repo_status = repo.get("status") or {}
-        if repo_status.get("code") not in (STATUS_OK, STATUS_NO_BACKUP, None):
+        # Missing stanza / no backup yet are states of a reachable repository, not errors.
+        if repo_status.get("code") not in (STATUS_OK, STATUS_MISSING_STANZA, STATUS_NO_BACKUP, None):
             repo_errors.append(str(repo_status.get("message") or f"code {repo_status.get('code')}"))
     archives = [a for a in stanza.get("archive") or [] if isinstance(a, dict)]
     return {

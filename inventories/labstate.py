@@ -76,6 +76,23 @@ def ds_image_data(state: dict[str, Any]) -> dict[str, Any]:
     return {"ds_image": image["repository"], "ds_version": tags[0], "ds_edition": "ee"}
 
 
+def _host_of(url: str | None) -> str | None:
+    """The host part of a URL (None for None)."""
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).hostname if url else None
+
+
+def _with_host(url: str | None, name: str) -> str | None:
+    """``url`` with its host replaced by ``name`` (port kept; None for None)."""
+    from urllib.parse import urlsplit
+
+    if not url:
+        return None
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{name}" + (f":{parts.port}" if parts.port else "")
+
+
 def global_data(state: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
     """Data for the ``all`` group: lab services and the loaded secrets."""
     services = state.get("services") or {}
@@ -101,7 +118,10 @@ def global_data(state: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any
         # Document Server: the stand-in image in the lab registry, its first tag (9.3.0.1).
         **ds_image_data(state),
         # pgBackRest's repository (deploys/pgbackrest.py): the lab S3 on svc1 (moto, path style).
-        "pgbackrest_s3_endpoint": services.get("s3_endpoint"),
+        # Its certificate names svc1 (DNS) and the address (IP SAN); pgBackRest 2.45 checks DNS
+        # names only, so it talks to "svc1" and connects to the address.
+        "pgbackrest_s3_endpoint": _with_host(services.get("s3_endpoint"), "svc1"),
+        "pgbackrest_s3_connect_address": _host_of(services.get("s3_endpoint")),
         "pgbackrest_s3_bucket": services.get("s3_bucket"),
         "pgbackrest_s3_region": services.get("s3_region"),
         "pgbackrest_s3_uri_style": "path",
