@@ -49,6 +49,7 @@ bench: venv
 	$(PY) benchmarks/deploy_times.py
 	$(PY) benchmarks/postgres_failover.py --runs 3
 	$(PY) benchmarks/redis_failover.py --runs 3
+	$(PY) benchmarks/frontdoor_failover.py --runs 3
 
 status: venv
 	$(PY) -m lab status

@@ -76,7 +76,8 @@ LOADBALANCER_DEFAULTS: dict[str, Any] = {
     # Passive failure detection: one failure takes a node out for fail_timeout.
     "lb_max_fails": 1,
     "lb_fail_timeout": "10s",
-    "lb_connect_timeout": "2s",
+    # A stopped host never answers a SYN: give up soon and try the next node.
+    "lb_connect_timeout": "1s",
     # socket.io pings every 25 s with a 20 s timeout: idle sockets must live longer.
     "lb_read_timeout": "75s",
     "lb_next_upstream_tries": 3,
