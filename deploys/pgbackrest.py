@@ -351,10 +351,17 @@ def _endpoint_name_resolves() -> None:
 @deploy("backup", data_defaults=BACKUP_DEFAULTS)
 def pgbackrest() -> None:
     """Converge pgBackRest on this PostgreSQL member; data keys in BACKUP_DEFAULTS."""
+    install_pgbackrest()
+    converge_archiving(host.data.secrets["patroni_rest_password"])
+    stanza_ready(name="pgBackRest stanza and first full backup (leader)", stanza=str(setting(host, "pgbackrest_stanza")),
+                 initial_backup=bool(setting(host, "pgbackrest_initial_backup")))
+
+
+def install_pgbackrest() -> None:
+    """pgBackRest's package, configuration, CA, backup script and timers (also used by restore.py)."""
     problems = input_problems(host)
     if problems:
         raise DeployError("Backup layer inputs:\n" + "\n".join(problems))
-    data = host.data
     stanza = str(setting(host, "pgbackrest_stanza"))
     apt.packages(name="Install pgBackRest", packages=list(setting(host, "pgbackrest_packages")), no_recommends=True)
     files.directory(name="pgBackRest configuration directory", path="/etc/pgbackrest", user="root",
@@ -384,9 +391,6 @@ def pgbackrest() -> None:
     for kind in ("full", "diff"):
         systemd.service(name=f"Backup timer ({kind}) enabled", service=f"pgbackrest-{kind}.timer",
                         running=True, enabled=True)
-    converge_archiving(data.secrets["patroni_rest_password"])
-    stanza_ready(name="pgBackRest stanza and first full backup (leader)", stanza=stanza,
-                 initial_backup=bool(setting(host, "pgbackrest_initial_backup")))
 
 
 # --- validation -----------------------------------------------------------------------

@@ -1,0 +1,88 @@
+"""Rebuild the PostgreSQL cluster from the pgBackRest repository (S3).
+
+    pyinfra -y inventories/lab.py deploys/restore.py                       # latest state
+    pyinfra -y inventories/lab.py deploys/restore.py \\
+        --data restore_target_time=2026-12-02T09:30:00Z                    # point in time
+    ... --data restore_force=true     # overwrite a cluster that is still healthy
+    ... --data restore_host=data2     # restore on this member first (it becomes leader)
+
+Refuses, before touching any host, to overwrite a healthy cluster unless forced, and an
+invalid target time.  Ends with one leader and streaming replicas, archiving to the
+repository again.  The steps and why: deploys/pgrestore.py.
+"""
+
+import datetime as dt
+import shlex
+
+from pyinfra import host, inventory
+from pyinfra.api import DeployError
+from pyinfra.operations import files, server, systemd
+
+from deploys.inventory_check import check_pyinfra_inventory
+from deploys.pgbackrest import converge_archiving, install_pgbackrest, setting
+from deploys.pgrestore import (RESTORE_DEFAULTS, RESTORE_SCRIPT, healthy_cluster_refusal, input_problems,
+                               leader_wait_command, parse_bool, parse_target_time, pg_time, repository_can_restore,
+                               restore_host_name, wait_cluster_healthy)
+from deploys.report import report
+from deploys.templating import JINJA, TEMPLATES
+from facts.patroni import PatroniCluster
+
+check_pyinfra_inventory(inventory)
+
+if "postgres" in host.groups:
+    _now = dt.datetime.now(dt.timezone.utc)
+    _problems = input_problems(host, _now)
+    if _problems:
+        raise DeployError("restore inputs are invalid, nothing was changed:\n" + "\n".join(_problems))
+    _force = bool(parse_bool(host.data.get("restore_force")))
+    _target, _ = parse_target_time(host.data.get("restore_target_time"), _now)
+    _view = host.get_fact(PatroniCluster, address="127.0.0.1", port=int(setting(host, "patroni_rest_port")))
+    _refusal = healthy_cluster_refusal(host, _view)
+    if _refusal and not _force:
+        raise DeployError("restore refused, nothing was changed:\n" + _refusal)
+
+    _is_r = host.name == restore_host_name(host)
+    _stanza = str(setting(host, "pgbackrest_stanza"))
+    _scope = str(setting(host, "patroni_scope"))
+    _data_dir = str(setting(host, "postgres_data_dir"))
+    _deadline = int(host.data.get("restore_deadline") or RESTORE_DEFAULTS["restore_deadline"])
+    _rest_port = int(setting(host, "patroni_rest_port"))
+    _patronictl = "patronictl -c /etc/patroni/config.yml"
+
+    install_pgbackrest()
+    files.template(name="Restore script", src=str(TEMPLATES / "pgbackrest-restore.sh.j2"), dest=RESTORE_SCRIPT,
+                   mode="755", jinja_env_kwargs=dict(JINJA), data_dir=_data_dir, stanza=_stanza,
+                   pg_version=int(setting(host, "postgres_version")), pg_port=int(setting(host, "postgres_port")))
+    if _is_r:
+        repository_can_restore(name="The repository can restore (checked before anything stops)",
+                               stanza=_stanza, target_time=_target)
+
+    # --- from here on the cluster is down ---------------------------------------------
+    systemd.service(name="Stop Patroni (and PostgreSQL) on every member", service="patroni.service", running=False)
+    if _is_r:
+        # No member renews the leader key now; once it is gone, remove the cluster's keys
+        # (initialize, config, history) so that Patroni adopts the restored data directory.
+        _remove = (
+            f"for i in $(seq 30); do {_patronictl} list -f json 2>/dev/null | grep -q '\"Leader\"' || break; sleep 1; done; "
+            f"printf '%s\\nYes I am aware\\n' {shlex.quote(_scope)} | {_patronictl} remove {shlex.quote(_scope)} >/dev/null"
+        )
+        server.shell(name="Remove the cluster from etcd (patronictl remove)", commands=[f"sh -c {shlex.quote(_remove)}"])
+        _mode = f"time {shlex.quote(pg_time(_target))}" if _target else "latest ''"
+        server.shell(name="Restore this member from the repository and recover it alone until promoted",
+                     commands=[f"{RESTORE_SCRIPT} {_mode} {_deadline}"])
+    else:
+        server.shell(name="Empty the other members' data directories (they clone from the new leader)",
+                     commands=[f"if [ -d {shlex.quote(_data_dir)} ]; then find {shlex.quote(_data_dir)} -mindepth 1 -delete; fi"])
+    if _is_r:
+        systemd.service(name="Start Patroni on the restored member", service="patroni.service", running=True)
+        server.shell(name="Wait for the restored member to lead", commands=[leader_wait_command(_rest_port, 300)])
+    if not _is_r:
+        systemd.service(name="Start Patroni on the other members", service="patroni.service", running=True)
+    if _is_r:
+        wait_cluster_healthy(name="Wait for one leader and streaming replicas", deadline=float(_deadline))
+    converge_archiving(host.data.secrets["patroni_rest_password"])
+    if _is_r:
+        server.shell(name="WAL of the new timeline reaches the repository (pgbackrest check)",
+                     commands=[f"runuser -u postgres -- pgbackrest --stanza={shlex.quote(_stanza)} check"])
+
+report(layers=["postgres", "backup"])
