@@ -134,3 +134,16 @@ def test_command_service_needs_the_shared_jwt(ds_lab: dict[str, Any]) -> None:
     rc, out = ssh(ds_lab, "ds3", f"curl -s -m 5 -X POST -H 'Content-Type: application/json' --data '{{\"c\":\"version\"}}' "
                                  f"http://{address(ds_lab, 'ds3')}/command")
     assert rc == 0 and json.loads(out) == {"error": 6}, out
+
+
+def test_a_ds_host_reaches_only_its_own_node_database(ds_lab: dict[str, Any]) -> None:
+    """pg_hba: ds1 (through its endpoint) may open onlyoffice_ds1 but not ds2's database."""
+    from tests.integration.test_endpoints import ssh_stdin
+
+    password = _secrets(ds_lab)["postgres_ds_password"] + "\n"
+    psql = ("read -r PGPASSWORD; export PGPASSWORD; psql -h 127.0.0.1 -p 5432 -U onlyoffice -d {db} "
+            "-XAtc 'select current_database()'")
+    rc, out = ssh_stdin(ds_lab, "ds1", psql.format(db="onlyoffice_ds1"), password)
+    assert rc == 0 and out.strip() == "onlyoffice_ds1", out
+    rc, out = ssh_stdin(ds_lab, "ds1", psql.format(db="onlyoffice_ds2"), password)
+    assert rc != 0 and "no pg_hba.conf entry" in out and 'database "onlyoffice_ds2"' in out, out
