@@ -106,6 +106,7 @@ SECRET_MAKERS = {
     "s3_access_key": lambda: "OOHA" + _token(16, string.ascii_uppercase + string.digits),
     "s3_secret_key": lambda: _token(40),
     "pgbackrest_cipher_pass": lambda: _token(40),
+    "restic_password": lambda: _token(40),
 }
 
 
