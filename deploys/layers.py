@@ -47,6 +47,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer("endpoints", ("docs", "lb"), "deploys.endpoints", "endpoints"),
     Layer("documentserver", ("docs",), "deploys.documentserver", "documentserver"),
     Layer("loadbalancer", ("lb",), "deploys.loadbalancer", "loadbalancer"),
+    Layer("filebackup", ("docs", "lb"), "deploys.filebackup", "filebackup"),
     Layer("backup", ("postgres",), "deploys.pgbackrest", "pgbackrest"),
 )
 LAYER_NAMES: tuple[str, ...] = tuple(layer.name for layer in LAYERS)

@@ -126,6 +126,11 @@ def global_data(state: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any
         "pgbackrest_s3_region": services.get("s3_region"),
         "pgbackrest_s3_uri_style": "path",
         "pgbackrest_s3_ca_cert": state.get("ca_cert"),
+        # File backups (deploys/filebackup.py): restic, one repository per host under this prefix.
+        # restic (Go) checks the certificate's IP SAN, so the address works directly.
+        "filebackup_repository_prefix": f"s3:{services.get('s3_endpoint')}/{services.get('s3_bucket')}/files",
+        "filebackup_s3_region": services.get("s3_region"),
+        "filebackup_s3_ca_cert": state.get("ca_cert"),
         "secrets": secrets,
         # The front door (deploys/loadbalancer.py): the VIP and the certificate from the lab CA.
         **({"lb_vip": front["vip"], "lb_tls_certificate": front["tls_certificate"], "lb_tls_key": front["tls_key"]}

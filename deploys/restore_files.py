@@ -1,0 +1,60 @@
+"""Restore one host's files from its restic repository (deploys/filebackup.py) into place.
+
+    pyinfra -y inventories/lab.py deploys/restore_files.py --data restore_host=ds1
+    ... --data restore_snapshot=1a2b3c4d               a snapshot ID (default: latest)
+    ... --data restore_paths=/etc/onlyoffice-ha        only these absolute paths (comma-separated)
+
+What it restores is that host's backup set (a DS host: the ``onlyoffice-data`` volume, which
+is created first if missing, and /etc/onlyoffice-ha; a load balancer: /etc/nginx,
+/etc/keepalived, /etc/onlyoffice-ha), to the same absolute paths: files in the snapshot are
+written over the current ones; files created since are left alone.  Snapshots are listed
+with ``sudo ooha-filebackup restic snapshots`` on the host.
+
+A rebuilt host: run the main job with ``--data layers=docker,filebackup`` first (the
+repository keeps its snapshots; the layer takes no new first snapshot when one exists),
+restore, then run the whole main job, so Document Server starts on the restored Data
+volume.  On a running DS host, restart its container after restoring license or keys
+(Document Server reads them at start).  Restore before the timer's next run
+(``filebackup_on_calendar``) or give ``restore_snapshot``: a backup of the empty rebuilt
+host would otherwise become "latest".
+"""
+
+import re
+
+from pyinfra import host, inventory
+from pyinfra.api import QuoteString, StringCommand
+from pyinfra.api.exceptions import DeployError
+from pyinfra.operations import server
+
+from deploys.filebackup import GROUPS, SCRIPT
+from deploys.inventory_check import check_pyinfra_inventory
+from facts.filebackup import FileBackupStatus
+
+check_pyinfra_inventory(inventory)
+
+_target = str(host.data.get("restore_host") or "")
+_snapshot = str(host.data.get("restore_snapshot") or "latest")
+_paths = [p.strip() for p in str(host.data.get("restore_paths") or "").split(",") if p.strip()]
+
+_problems = []
+_candidates = [t.name for t in inventory if any(g in t.groups for g in GROUPS)]
+if _target not in _candidates:
+    _problems.append(f"all: restore_host: {_target or 'missing'!s} is not a host with file backups; "
+                     f"fix: --data restore_host=<one of {', '.join(_candidates)}>")
+if not re.fullmatch(r"latest|[0-9a-f]{8,64}", _snapshot):
+    _problems.append(f"all: restore_snapshot: {_snapshot!r} is not 'latest' or a snapshot ID; "
+                     "fix: list them with `sudo ooha-filebackup restic snapshots` on the host")
+for _path in _paths:
+    if not re.fullmatch(r"/[A-Za-z0-9_./-]+", _path):
+        _problems.append(f"all: restore_paths: {_path!r} is not an absolute path; fix: e.g. /etc/onlyoffice-ha")
+if _problems:
+    raise DeployError("restore_files inputs:\n" + "\n".join(_problems))
+
+if host.name == _target:
+    if host.get_fact(FileBackupStatus) is None:
+        raise DeployError(f"{host.name}: filebackup: {SCRIPT} is not installed; "
+                          "fix: run the main job with --data layers=filebackup first")
+    server.shell(
+        name=f"Restore {host.name}'s files ({_snapshot}) into place",
+        commands=[StringCommand(SCRIPT, "restore", QuoteString(_snapshot), *(QuoteString(p) for p in _paths))],
+    )
