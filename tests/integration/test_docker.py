@@ -86,6 +86,13 @@ def _probe_state(lab: dict[str, Any]) -> tuple[str, str]:
     return started, running
 
 
+def _running_containers(lab: dict[str, Any]) -> set[str]:
+    """{"<name> <StartedAt>"} of every running container on ds1."""
+    rc, out = ssh(lab, "ds1", "sudo docker ps -q | xargs -r sudo docker inspect -f '{{.Name}} {{.State.StartedAt}}'")
+    assert rc == 0, out
+    return set(out.split("\n")) - {""}
+
+
 def _dockerd_started(lab: dict[str, Any]) -> str:
     return ssh(lab, "ds1", "systemctl show -p ExecMainStartTimestampMonotonic --value docker")[1].strip()
 
@@ -99,6 +106,7 @@ def test_config_change_restarts_dockerd_and_keeps_containers(docker_lab: dict[st
             assert rc == 0, out
             before, running = _probe_state(docker_lab)
             assert running == "true"
+            others_before = _running_containers(docker_lab)
             daemon_before = _dockerd_started(docker_lab)
             changed = docker_run(pyinfra_cli, "--limit", "ds1", "--data", "docker_log_max_file=4")
             assert changed.returncode == 0, explain(changed)
@@ -106,6 +114,12 @@ def test_config_change_restarts_dockerd_and_keeps_containers(docker_lab: dict[st
             assert "Docker engine | Docker daemon.json" in ops and "Docker engine | Restart Docker if daemon.json changed" in ops, ops
             assert _dockerd_started(docker_lab) != daemon_before
             wait_for(lambda: _probe_state(docker_lab) == (before, "true"), 30, "the probe container still running, never restarted")
+            # Every other running container (the Document Server one, when deployed) too, and
+            # its published port still answers (docker-proxy survives: KillMode=process).
+            assert _running_containers(docker_lab) == others_before
+            if any(name.endswith("onlyoffice-documentserver") for name in others_before):
+                rc, out = ssh(docker_lab, "ds1", "curl -s -o /dev/null -m 10 -w '%{http_code}' http://198.18.1.21/healthcheck")
+                assert out.strip() not in ("", "000"), out
         finally:
             ssh(docker_lab, "ds1", f"sudo docker rm -f {PROBE}")
             restored = docker_run(pyinfra_cli, "--limit", "ds1")
