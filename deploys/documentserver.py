@@ -444,7 +444,9 @@ def check_documentserver_once(target: Any) -> CheckResult:
             return CheckResult(False, "example answers 200 although ds_example_enabled is false", "rerun the deploy (it stops ds:example)")
         cause, line = classify_502(target.get_fact(DsNginxErrors), False) if page["status"] == 502 else ("example off", "")
         example_part = example_text(page["status"], cause, line)
-    return CheckResult(True, f"{wanted.rsplit('/', 1)[-1]} running, healthcheck true, version {version}, "
+    edition = "" if _value(target, "ds_edition") != "community" or len(inventory.get_group("docs")) < 2 else \
+        " (community: editing state not shared across nodes, each document stays on one node)"
+    return CheckResult(True, f"{wanted.rsplit('/', 1)[-1]} running, healthcheck true, version {version}{edition}, "
                              f"db {node_database(target.name)}, vhost {node_vhost(target.name)}; {example_part}")
 
 
