@@ -54,8 +54,10 @@ def address_of(state: dict[str, Any], name: str) -> str:
 
 
 def get(state: dict[str, Any], path: str, timeout: float = 2.0) -> requests.Response:
-    """GET https://VIP<path>, verified with the lab CA, on a new connection."""
-    return requests.get(f"https://{vip(state)}{path}", verify=state["ca_cert"], timeout=timeout)
+    """GET https://VIP<path>, verified with the lab CA, on a new connection (no proxy from the env)."""
+    with requests.Session() as session:
+        session.trust_env = False
+        return session.get(f"https://{vip(state)}{path}", verify=state["ca_cert"], timeout=timeout)
 
 
 def vip_holder(state: dict[str, Any]) -> str | None:
@@ -93,7 +95,9 @@ def wait_until(condition, deadline: float, what: str, interval: float = 0.5) -> 
 def node_healthy(state: dict[str, Any], node: str) -> bool:
     """The node's own /healthcheck (bypassing the LBs) says true."""
     try:
-        return requests.get(f"http://{address_of(state, node)}/healthcheck", timeout=2).text.strip() == "true"
+        with requests.Session() as session:
+            session.trust_env = False
+            return session.get(f"http://{address_of(state, node)}/healthcheck", timeout=2).text.strip() == "true"
     except requests.RequestException:
         return False
 
