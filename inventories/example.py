@@ -33,7 +33,7 @@ _CONNECTION = {
 }
 
 
-def _host(name: str, az: str, address: str) -> tuple[str, dict]:
+def _host(name: str, az: str, address: str, **extra: str) -> tuple[str, dict]:
     """One host: logical name, its AZ, and the private address peers use.
 
     ``ssh_hostname`` is what pyinfra connects to; here the same private address
@@ -41,7 +41,7 @@ def _host(name: str, az: str, address: str) -> tuple[str, dict]:
     instead if you have one: ``private_address`` must stay an IP address because it
     goes into service configs.
     """
-    return (name, {"az": az, "ssh_hostname": address, "private_address": address, **_CONNECTION})
+    return (name, {"az": az, "ssh_hostname": address, "private_address": address, **_CONNECTION, **extra})
 
 
 # --- hosts ----------------------------------------------------------------------------
@@ -50,8 +50,10 @@ def _host(name: str, az: str, address: str) -> tuple[str, dict]:
 _HOSTS = [
     # Load balancers: Nginx in front of the Document Server tier, floating address
     # moved by VRRP (a later issue).  Two AZs at least.
-    _host("lb1", "eu-west-1a", "192.0.2.11"),
-    _host("lb2", "eu-west-1b", "198.51.100.12"),
+    # front_address: each LB's address on the segment that carries the VIP (VRRP needs one
+    # L2 segment stretched across the LBs' AZs; keepalived peers talk unicast over it).
+    _host("lb1", "eu-west-1a", "192.0.2.11", front_address="203.0.113.11"),
+    _host("lb2", "eu-west-1b", "198.51.100.12", front_address="203.0.113.12"),
     # Document Server hosts: Docker engine + the documentserver-ee container.
     _host("ds1", "eu-west-1a", "192.0.2.21"),
     _host("ds2", "eu-west-1b", "198.51.100.22"),
@@ -95,6 +97,12 @@ _GLOBAL_DATA = {
     "ds_edition": "ee",
     # The test example (never in production): False -> /example/ answers 502 by design.
     "ds_example_enabled": False,
+    # Front door (deploys/loadbalancer.py documents every key): the VIP keepalived moves
+    # between the LBs, and the TLS chain + key nginx serves (files on this machine).
+    "lb_vip": "203.0.113.100/24",
+    "lb_tls_certificate": "/etc/onlyoffice-ha/tls/front.crt",
+    "lb_tls_key": "/etc/onlyoffice-ha/tls/front.key",
+    # "lb_vrrp_router_id": 51,   # unique per VRRP segment
     # "ds_memory_limit": "8g", "ds_cpus": 4,
     # Loaded from $OOHA_SECRETS_FILE (mode 0600), never written here.
     "secrets": load_production_secrets(),
