@@ -53,36 +53,43 @@ if "postgres" in host.groups:
     files.template(name="Restore script", src=str(TEMPLATES / "pgbackrest-restore.sh.j2"), dest=RESTORE_SCRIPT,
                    mode="755", jinja_env_kwargs=dict(JINJA), data_dir=_data_dir, stanza=_stanza,
                    pg_version=int(setting(host, "postgres_version")), pg_port=int(setting(host, "postgres_port")))
-    if _is_r:
-        repository_can_restore(name="The repository can restore (checked before anything stops)",
-                               stanza=_stanza, target_time=_target)
+    # Every host gets every operation, in this order; ``_if`` picks who acts.  (Operations
+    # added for some hosts only are ordered per host, not by line: the others' Patroni
+    # would start before the restored member leads.)
+    on_r, on_others = (lambda r=_is_r: r), (lambda r=_is_r: not r)
+    repository_can_restore(name="The repository can restore (checked before anything stops)",
+                           stanza=_stanza, target_time=_target, _if=on_r)
 
     # --- from here on the cluster is down ---------------------------------------------
     systemd.service(name="Stop Patroni (and PostgreSQL) on every member", service="patroni.service", running=False)
-    if _is_r:
-        # No member renews the leader key now; once it is gone, remove the cluster's keys
-        # (initialize, config, history) so that Patroni adopts the restored data directory.
-        _remove = (
-            f"for i in $(seq 30); do {_patronictl} list -f json 2>/dev/null | grep -q '\"Leader\"' || break; sleep 1; done; "
-            f"printf '%s\\nYes I am aware\\n' {shlex.quote(_scope)} | {_patronictl} remove {shlex.quote(_scope)} >/dev/null"
-        )
-        server.shell(name="Remove the cluster from etcd (patronictl remove)", commands=[f"sh -c {shlex.quote(_remove)}"])
-        _mode = f"time {shlex.quote(pg_time(_target))}" if _target else "latest ''"
-        server.shell(name="Restore this member from the repository and recover it alone until promoted",
-                     commands=[f"{RESTORE_SCRIPT} {_mode} {_deadline}"])
-    else:
-        server.shell(name="Empty the other members' data directories (they clone from the new leader)",
-                     commands=[f"if [ -d {shlex.quote(_data_dir)} ]; then find {shlex.quote(_data_dir)} -mindepth 1 -delete; fi"])
-    if _is_r:
-        systemd.service(name="Start Patroni on the restored member", service="patroni.service", running=True)
-        server.shell(name="Wait for the restored member to lead", commands=[leader_wait_command(_rest_port, 300)])
-    if not _is_r:
-        systemd.service(name="Start Patroni on the other members", service="patroni.service", running=True)
-    if _is_r:
-        wait_cluster_healthy(name="Wait for one leader and streaming replicas", deadline=float(_deadline))
+    # Until this member's turn, nothing may start Patroni (a deploy run, an operator): on an
+    # emptied data directory it would initdb a new cluster and take the leader key.
+    server.shell(name="Hold Patroni down during the restore (runtime mask)",
+                 commands=["systemctl mask --runtime patroni.service"])
+    # No member renews the leader key now; once it is gone, remove the cluster's keys
+    # (initialize, config, history) so that Patroni adopts the restored data directory.
+    _remove = (
+        f"for i in $(seq 30); do {_patronictl} list -f json 2>/dev/null | grep -q '\"Leader\"' || break; sleep 1; done; "
+        f"printf '%s\\nYes I am aware\\n' {shlex.quote(_scope)} | {_patronictl} remove {shlex.quote(_scope)} >/dev/null"
+    )
+    server.shell(name="Remove the cluster from etcd (patronictl remove)", commands=[f"sh -c {shlex.quote(_remove)}"],
+                 _if=on_r)
+    server.shell(name="Empty the other members' data directories (they clone from the new leader)",
+                 commands=[f"if [ -d {shlex.quote(_data_dir)} ]; then find {shlex.quote(_data_dir)} -mindepth 1 -delete; fi"],
+                 _if=on_others)
+    _mode = f"time {shlex.quote(pg_time(_target))}" if _target else "latest ''"
+    server.shell(name="Restore this member from the repository and recover it alone until promoted",
+                 commands=[f"{RESTORE_SCRIPT} {_mode} {_deadline}"], _if=on_r)
+    server.shell(name="Release Patroni on the restored member", commands=["systemctl unmask --runtime patroni.service"],
+                 _if=on_r)
+    systemd.service(name="Start Patroni on the restored member", service="patroni.service", running=True, _if=on_r)
+    server.shell(name="Wait for the restored member to lead", commands=[leader_wait_command(_rest_port, 300)], _if=on_r)
+    server.shell(name="Release Patroni on the other members", commands=["systemctl unmask --runtime patroni.service"],
+                 _if=on_others)
+    systemd.service(name="Start Patroni on the other members", service="patroni.service", running=True, _if=on_others)
+    wait_cluster_healthy(name="Wait for one leader and streaming replicas", deadline=float(_deadline), _if=on_r)
     converge_archiving(host.data.secrets["patroni_rest_password"])
-    if _is_r:
-        server.shell(name="WAL of the new timeline reaches the repository (pgbackrest check)",
-                     commands=[f"runuser -u postgres -- pgbackrest --stanza={shlex.quote(_stanza)} check"])
+    server.shell(name="WAL of the new timeline reaches the repository (pgbackrest check)",
+                 commands=[f"runuser -u postgres -- pgbackrest --stanza={shlex.quote(_stanza)} check"], _if=on_r)
 
 report(layers=["postgres", "backup"])
