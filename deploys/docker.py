@@ -273,6 +273,14 @@ def docker_repo_source(data: Any, arch: str, codename: str) -> dict[str, Any]:
     }
 
 
+def release_codename(release_meta: dict[str, Any]) -> str | None:
+    """The distribution's codename (bookworm, trixie) from pyinfra's LinuxDistribution release_meta."""
+    for key in ("VERSION_CODENAME", "CODENAME", "DISTRIB_CODENAME"):
+        if release_meta.get(key):
+            return str(release_meta[key]).strip().strip('"') or None
+    return None
+
+
 def packages_for(data: Any) -> list[str]:
     """The engine packages: docker_packages, else the source's own."""
     explicit = data.get("docker_packages")
@@ -394,7 +402,10 @@ def _source() -> None:
         key = files.download(
             name="Docker's apt signing key", src=str(host.data.docker_repo_key_url), dest=DOCKER_KEYRING, mode="644",
         )
-        codename = (host.get_fact(LinuxDistribution).get("release_meta") or {}).get("CODENAME") or "bookworm"
+        codename = release_codename(host.get_fact(LinuxDistribution).get("release_meta") or {})
+        if not codename:
+            raise DeployError(f"{host.name}: docker_source: 'docker' needs the release codename (VERSION_CODENAME "
+                              "in /etc/os-release), none found; fix: use docker_source 'debian' on this host")
         entry = apt.sources_file(name="Docker's apt repository", **docker_repo_source(host.data, host.get_fact(DebArch), codename))
         apt.update(name="Refresh apt lists (Docker's repository)", _if=lambda: key.did_change() or entry.did_change())
     else:

@@ -139,3 +139,21 @@ def test_bad_bip_stops_before_any_host_is_touched(docker_lab: dict[str, Any], py
     assert "Beginning operation run" not in output and "Starting operation" not in output, output[-3000:]
     _, daemon_after = ssh(docker_lab, "ds1", "sudo sha256sum /etc/docker/daemon.json")
     assert daemon_after == daemon_before
+
+
+def test_docker_repository_source_plans_key_entry_and_docker_ce(docker_lab: dict[str, Any], pyinfra_cli) -> None:
+    """download.docker.com is unreachable from the lab: the "docker" source is planned (--dry), not run.
+
+    The plan against the real host fetches the key into /etc/apt/keyrings/docker.asc, writes
+    the deb822 entry and installs docker-ce; daemon.json and the login stay as they are.
+    """
+    # No -y: with it pyinfra skips change detection, and a dry run would show no plan.
+    result = pyinfra_cli("inventories/lab.py", "deploys/ha.py", "--dry", "--data", "layers=docker",
+                         "--data", "docker_source=docker", "--limit", "ds1", timeout=300)
+    output = output_of(result)
+    assert result.returncode == 0, output[-3000:]
+    planned = {line.split("|", 1)[1].split("  ")[0].strip(): line for line in output.splitlines() if line.strip().startswith("Docker engine |")}
+    for op in ("Docker's apt signing key", "Docker's apt repository", "Install the Docker engine"):
+        assert "1 (ds1)" in planned[op], planned
+    for op in ("Docker daemon.json", "Restart Docker if daemon.json changed", "Log in to 198.18.20.10:5000"):
+        assert "(ds1)" not in planned[op], planned

@@ -20,6 +20,7 @@ from deploys.docker import (
     input_problems,
     network_problems,
     packages_for,
+    release_codename,
 )
 from facts.docker import parse_engine, registry_login_command
 
@@ -174,6 +175,12 @@ def test_docker_repository_source() -> None:
     mirror = docker_repo_source({"docker_repo_url": "https://mirror.example.net/docker", "docker_repo_channel": "test"}, "arm64", "trixie")
     assert mirror["uris"] == ["https://mirror.example.net/docker"] and mirror["components"] == ["test"]
     assert mirror["suites"] == ["trixie"] and mirror["architectures"] == ["arm64"]
+
+
+def test_release_codename() -> None:
+    assert release_codename({"VERSION_CODENAME": "bookworm", "ID": "debian"}) == "bookworm"
+    assert release_codename({"CODENAME": "trixie"}) == "trixie"
+    assert release_codename({"ID": "debian"}) is None
 
 
 def test_explicit_packages_win() -> None:
