@@ -20,9 +20,9 @@ from tests.integration.dstools import (
     CONTAINER,
     DOCS,
     DS_LAYERS,
-    DS_STACK,
     address,
     container_id,
+    converge_ds_stack,
     deploy_ds,
     docker,
     http,
@@ -37,8 +37,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.timeout(1200)]
 def ds_lab(lab: dict[str, Any], pyinfra_cli) -> dict[str, Any]:
     """The layers the Document Server layer needs, and it, converged (shared lock)."""
     with lab_lock(exclusive=False):
-        result = deploy_ds(pyinfra_cli, layers=DS_STACK)
-    assert result.returncode == 0, explain(result)
+        converge_ds_stack(pyinfra_cli)
     return lab
 
 

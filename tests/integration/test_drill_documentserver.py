@@ -17,9 +17,9 @@ from benchmarks.redis_failover import lab_lock
 from tests.integration.deploytools import changed_operations, explain, output_of, report_lines
 from tests.integration.dstools import (
     CONTAINER,
-    DS_STACK,
     accepts_editors,
     container_id,
+    converge_ds_stack,
     container_logs,
     deploy_ds,
     doc_changes,
@@ -28,6 +28,7 @@ from tests.integration.dstools import (
     healthy,
     http,
     inactive,
+    inside,
     send_change,
     wait_for,
 )
@@ -41,8 +42,7 @@ CONTAINER_OP = "Document Server | Document Server container"
 def ds_stack(lab: dict[str, Any], pyinfra_cli) -> dict[str, Any]:
     """The DS stack converged once for the module (every test restores what it changed)."""
     with lab_lock(exclusive=False):
-        result = deploy_ds(pyinfra_cli, layers=DS_STACK)
-    assert result.returncode == 0, explain(result)
+        converge_ds_stack(pyinfra_cli)
     return lab
 
 
@@ -102,6 +102,16 @@ def test_a_stopped_container_is_started_not_recreated(exclusive: dict[str, Any],
         wait_for("ds3 healthy", lambda: healthy(lab, "ds3"), 120)
 
 
+def test_a_bad_tag_fails_before_the_running_container_is_touched(exclusive: dict[str, Any], pyinfra_cli) -> None:
+    lab = exclusive
+    before = container_id(lab, "ds3")
+    result = deploy_ds(pyinfra_cli, "--limit", "ds3", "--data", "ds_version=0.0.0.404")
+    assert result.returncode != 0, "a deploy of a missing tag succeeded"
+    assert "docker pull" in output_of(result) or "manifest" in output_of(result), explain(result)
+    assert container_id(lab, "ds3") == before
+    assert healthy(lab, "ds3")
+
+
 def test_example_on_survives_a_restart_and_off_says_why(exclusive: dict[str, Any], pyinfra_cli) -> None:
     lab = exclusive
     try:
@@ -128,6 +138,15 @@ def test_stopping_one_node_leaves_the_others_accepting_editors(exclusive: dict[s
     lab = exclusive
     for host in ("ds2", "ds3"):
         assert accepts_editors(lab, host) is True and inactive(lab, host) is False
+    # Control: the probe sees an inactive node (503), and ds1's flag stays on ds1.
+    rc, out = inside(lab, "ds1", "curl -s -m 5 -X PUT http://127.0.0.1:8000/internal/cluster/inactive")
+    assert rc == 0 and out.strip() == "true", out
+    try:
+        assert accepts_editors(lab, "ds1") is False and inactive(lab, "ds1") is True
+        assert accepts_editors(lab, "ds2") is True and inactive(lab, "ds3") is False
+    finally:
+        inside(lab, "ds1", "curl -s -m 5 -X DELETE http://127.0.0.1:8000/internal/cluster/inactive")
+    assert accepts_editors(lab, "ds1") is True
     stopped_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     try:
         rc, out = docker(lab, "ds1", f"stop -t 20 {CONTAINER}")
