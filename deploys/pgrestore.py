@@ -94,12 +94,17 @@ def pg_time(when: dt.datetime) -> str:
     return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f+00")
 
 
-def restore_host_name(target: Any) -> str:
+def restore_host_name(target: Any, members: list[str]) -> str:
     """The member restored first: ``restore_host`` or the first postgres host."""
-    return str(target.data.get("restore_host") or inventory.get_group("postgres")[0].name)
+    return str(target.data.get("restore_host") or members[0])
 
 
-def input_problems(target: Any, now: dt.datetime) -> list[str]:
+def postgres_members() -> list[str]:
+    """Names of the inventory's postgres hosts (--limit ignored), in inventory order."""
+    return [m.name for m in inventory.get_group("postgres")]
+
+
+def input_problems(target: Any, now: dt.datetime, members: list[str]) -> list[str]:
     """restore.py's inputs, one line per problem naming host, field and fix."""
     problems = []
     _, problem = parse_target_time(target.data.get("restore_target_time"), now)
@@ -109,7 +114,6 @@ def input_problems(target: Any, now: dt.datetime) -> list[str]:
     if parse_bool(target.data.get("restore_force")) is None:
         problems.append(f"{target.name}: restore_force: {target.data.get('restore_force')!r} is not a boolean; "
                         "fix: --data restore_force=true")
-    members = [m.name for m in inventory.get_group("postgres")]
     chosen = target.data.get("restore_host")
     if chosen and chosen not in members:
         problems.append(f"{target.name}: restore_host: {chosen!r} is not a postgres host; fix: one of {', '.join(members)}")
@@ -119,10 +123,9 @@ def input_problems(target: Any, now: dt.datetime) -> list[str]:
     return problems
 
 
-def healthy_cluster_refusal(target: Any, view: dict[str, Any] | None) -> str | None:
+def healthy_cluster_refusal(target: Any, view: dict[str, Any] | None, members: list[str]) -> str | None:
     """The refusal message when ``view`` shows a healthy cluster (None when it does not)."""
-    expected = [m.name for m in inventory.get_group("postgres")]
-    verdict = judge_cluster(view, expected, int(setting(target, "postgres_max_lag_bytes")),
+    verdict = judge_cluster(view, members, int(setting(target, "postgres_max_lag_bytes")),
                             bool(setting(target, "synchronous_mode")))
     if not verdict.ok:
         return None
@@ -177,7 +180,7 @@ def wait_cluster_healthy(deadline: float):
     from pyinfra.api.exceptions import OperationError
 
     port = int(setting(host, "patroni_rest_port"))
-    expected = [m.name for m in inventory.get_group("postgres")]
+    expected = postgres_members()
     end = time.monotonic() + deadline
     while True:
         view = host.get_fact(PatroniCluster, address="127.0.0.1", port=port)

@@ -21,7 +21,8 @@ from pyinfra.operations import files, server, systemd
 from deploys.inventory_check import check_pyinfra_inventory
 from deploys.pgbackrest import converge_archiving, install_pgbackrest, setting
 from deploys.pgrestore import (RESTORE_DEFAULTS, RESTORE_SCRIPT, healthy_cluster_refusal, input_problems,
-                               leader_wait_command, parse_bool, parse_target_time, pg_time, repository_can_restore,
+                               leader_wait_command, parse_bool, parse_target_time, pg_time, postgres_members,
+                               repository_can_restore,
                                restore_host_name, wait_cluster_healthy)
 from deploys.report import report
 from deploys.templating import JINJA, TEMPLATES
@@ -31,17 +32,18 @@ check_pyinfra_inventory(inventory)
 
 if "postgres" in host.groups:
     _now = dt.datetime.now(dt.timezone.utc)
-    _problems = input_problems(host, _now)
+    _members = postgres_members()
+    _problems = input_problems(host, _now, _members)
     if _problems:
         raise DeployError("restore inputs are invalid, nothing was changed:\n" + "\n".join(_problems))
     _force = bool(parse_bool(host.data.get("restore_force")))
     _target, _ = parse_target_time(host.data.get("restore_target_time"), _now)
     _view = host.get_fact(PatroniCluster, address="127.0.0.1", port=int(setting(host, "patroni_rest_port")))
-    _refusal = healthy_cluster_refusal(host, _view)
+    _refusal = healthy_cluster_refusal(host, _view, _members)
     if _refusal and not _force:
         raise DeployError("restore refused, nothing was changed:\n" + _refusal)
 
-    _is_r = host.name == restore_host_name(host)
+    _is_r = host.name == restore_host_name(host, _members)
     _stanza = str(setting(host, "pgbackrest_stanza"))
     _scope = str(setting(host, "patroni_scope"))
     _data_dir = str(setting(host, "postgres_data_dir"))
