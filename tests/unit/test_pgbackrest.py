@@ -88,7 +88,7 @@ def test_archiver_row_and_ready_files() -> None:
     value = parse_archiver(lines)
     assert value is not None
     assert value["last_archived_wal"] == "00000005000000000000001E" and value["last_failed_time"] is None
-    assert value["ready"] == 2 and value["oldest_ready_age"] == 99
+    assert value["ready"] == 2 and value["oldest_ready_age"] == 100
     assert parse_archiver(["psql: error"]) is None
 
 
