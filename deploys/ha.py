@@ -17,7 +17,11 @@ from deploys.report import report
 check_pyinfra_inventory(inventory)
 
 _layers = selected_layers(host.data.get("layers"))
-for _layer in _layers:
+# host.loop() adds the layer's position to each operation's identity. pyinfra identifies an
+# operation by the call stack's line numbers only (not file names), so without it two layer
+# modules with an operation on the same line become ONE operation across hosts (seen:
+# loadbalancer.py:433 and rabbitmq.py:433, "Cannot have different values for `_serial`").
+for _layer in host.loop(_layers):
     if _layer.applies(host):
         _layer.deploy()()
 
