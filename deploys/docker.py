@@ -430,6 +430,8 @@ def docker() -> None:
             name="Private registry CA", src=str(Path(str(host.data.docker_registry_ca)).expanduser()),
             dest=ca_dest(registry), user="root", group="root", mode="644", create_remote_dir=True,
         )
+    # The package comes after daemon.json on purpose (see the module docstring): its
+    # post-install start of dockerd reads the file written above.
     apt.packages(name="Install the Docker engine", packages=packages_for(host.data), no_recommends=True)
     systemd.service(name="Docker running and enabled", service=SERVICE, running=True, enabled=True)
     restart_engine(name="Restart Docker if daemon.json changed", live_restore=bool(host.data.docker_live_restore))
