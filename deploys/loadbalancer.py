@@ -3,13 +3,18 @@
 nginx (Debian 1.22 with the Lua module and lua-resty-redis) terminates TLS and keeps every
 document on ONE node: a shard table in Redis (shared by the LBs, so a VRRP failover keeps
 it) maps the shard key (``?shardkey=``, else ``?WOPISrc=``, else the ``/doc/<key>/`` path of
-editor sockets) to a node; each node has its own upstream (``ds_<node>``) in which the other
-nodes are backups, so nginx's passive failure detection (``max_fails=1 fail_timeout``) and
-``proxy_next_upstream`` move requests off a failed node, and the table is re-pointed to the
-node that answered (compare-and-set).  Why not ``hash $shardkey consistent``: when a node
-returns, a plain hash sends its documents back while they are still open on the node they
-moved to (two nodes editing one document).  The Lua is templates/ooha_shard.lua.j2; the
-node choice for new keys (rendezvous hashing) is ``hash_node`` here, tested in Python.
+editor sockets) to a node.  Why not ``hash $shardkey consistent``: when a node returns, a
+plain hash sends its documents back while they are still open on the node they moved to
+(two nodes editing one document).  Keyed requests go to the ``ds_shard`` upstream whose
+``balancer_by_lua`` tries the document's node, then the other nodes in the document's own
+rendezvous order (``node_ranking`` here, the same function as the Lua), nodes that failed
+in the last ``lb_fail_timeout`` last; nginx's ``proxy_next_upstream`` decides whether a
+retry is allowed (never a non-idempotent request already sent).  The table is then
+re-pointed to the node that answered (compare-and-set).  Why not per-node upstreams with
+the other nodes as ``backup``: nginx spreads requests over backups round-robin, so two
+requests for one document during a node failure reached two different nodes (seen in the
+DS-host-stop drill).  Requests without a key use ``ds_all`` (least_conn, nginx's own passive
+failure detection).  The Lua is templates/ooha_shard.lua.j2.
 
 A broken configuration never goes live: the config, the Lua, the certificate and key are
 written to a candidate directory, ``luajit -bl`` compiles the Lua (``nginx -t`` does not
@@ -37,7 +42,6 @@ from pyinfra.api import QuoteString, StringCommand, deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import apt, files, server, systemd
 
-from deploys.dsnodes import node_slug
 from deploys.private_files import private_put, private_template
 from deploys.report import CheckResult, in_group, poll, register_check, register_front_door
 from deploys.templating import JINJA, TEMPLATES
@@ -107,18 +111,29 @@ def _value(target: Any, key: str) -> Any:
 # --- pure helpers (unit-tested) -----------------------------------------------------------
 
 
-def hash_node(names: list[str], key: str) -> str:
-    """The node a new shard key goes to: rendezvous hashing, as ``M.hash_node`` in the Lua.
+def node_ranking(names: list[str], key: str) -> list[str]:
+    """The order a document's requests try the nodes: rendezvous hashing, as ``M.ranking``.
 
-    crc32("<node>\\0<key>") per node, highest wins (first in order on a tie); nginx's
+    crc32("<node>\\0<key>") per node, highest first (inventory order on a tie); nginx's
     ``ngx.crc32_long`` is the same CRC-32.  Removing a node moves only the keys it had.
     """
-    best, best_score = "", -1
-    for name in names:
-        score = zlib.crc32(f"{name}\0{key}".encode())
-        if score > best_score:
-            best, best_score = name, score
-    return best
+    scored = sorted(enumerate(names), key=lambda item: (-zlib.crc32(f"{item[1]}\0{key}".encode()), item[0]))
+    return [name for _, name in scored]
+
+
+def hash_node(names: list[str], key: str) -> str:
+    """The node a new document goes to: the first of its ranking."""
+    return node_ranking(names, key)[0]
+
+
+def duration_seconds(value: str) -> float:
+    """An nginx duration ("10s", "500ms", "1m", "10") in seconds."""
+    text = str(value)
+    if text.endswith("ms"):
+        return int(text[:-2]) / 1000
+    if text.endswith("m"):
+        return int(text[:-1]) * 60
+    return float(text.rstrip("s"))
 
 
 def lua_string(value: str) -> str:
@@ -133,20 +148,14 @@ def lua_string(value: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def upstream_name(host_name: str) -> str:
-    """nginx upstream of one node: ds_<slug>."""
-    return f"ds_{node_slug(host_name)}"
-
-
 def ds_nodes(port: int) -> list[dict[str, Any]]:
     """The docs group (whole inventory, --limit notwithstanding) as upstream entries."""
     nodes = []
     for target in inventory.get_group("docs"):
         address = str(target.data.get("private_address") or target.data.get("ssh_hostname") or target.name)
         nodes.append({
-            "name": target.name, "upstream": upstream_name(target.name), "address": address, "port": int(port),
-            "lua_name": lua_string(target.name), "lua_upstream": lua_string(upstream_name(target.name)),
-            "lua_addr": lua_string(f"{address}:{int(port)}"),
+            "name": target.name, "address": address, "port": int(port),
+            "lua_name": lua_string(target.name), "lua_host": lua_string(address),
         })
     return nodes
 
@@ -254,6 +263,7 @@ def nginx_vars(target: Any, conf_dir: str) -> dict[str, Any]:
         "worker_connections": int(_value(target, "lb_worker_connections")),
         "max_fails": int(_value(target, "lb_max_fails")),
         "fail_timeout": str(_value(target, "lb_fail_timeout")),
+        "fail_timeout_seconds": duration_seconds(str(_value(target, "lb_fail_timeout"))),
         "connect_timeout": str(_value(target, "lb_connect_timeout")),
         "read_timeout": str(_value(target, "lb_read_timeout")),
         "next_upstream_tries": int(_value(target, "lb_next_upstream_tries")),

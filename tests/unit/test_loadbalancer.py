@@ -72,6 +72,19 @@ def render(name: str, variables: dict) -> str:
 # --- node choice ------------------------------------------------------------------------
 
 
+def test_ranking_is_every_node_once_led_by_the_hash() -> None:
+    names = [n for n, _ in NODES]
+    for key in ("a", "doc-1", "ключ"):
+        ranking = lb.node_ranking(names, key)
+        assert sorted(ranking) == names and ranking[0] == lb.hash_node(names, key)
+        scores = [zlib.crc32(f"{n}\0{key}".encode()) for n in ranking]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_durations_in_seconds() -> None:
+    assert lb.duration_seconds("10s") == 10 and lb.duration_seconds("500ms") == 0.5 and lb.duration_seconds("1m") == 60
+
+
 def test_hash_is_crc32_rendezvous_and_moves_only_the_leaving_nodes_keys() -> None:
     names = [n for n, _ in NODES]
     keys = [f"doc-{i}" for i in range(300)]
@@ -153,12 +166,15 @@ def test_missing_redis_password_is_refused(lab_like) -> None:
 # --- templates -------------------------------------------------------------------------
 
 
-def test_nginx_template_per_node_upstreams_with_backups_and_front_door_rules(lab_like) -> None:
+def test_nginx_template_shard_and_all_upstreams_and_front_door_rules(lab_like) -> None:
     text = render("lb-nginx.conf.j2", lb.nginx_vars(lab_like["lb1"], lb.CANDIDATE_DIR))
-    assert "upstream ds_ds1 {" in text and "upstream ds_ds3 {" in text and "upstream ds_all {" in text
-    block = text.split("upstream ds_ds2 {")[1].split("}")[0]
-    assert "server 198.18.2.21:80 max_fails=1 fail_timeout=10s;" in block
-    assert "server 198.18.1.21:80 backup" in block and "server 198.18.3.21:80 backup" in block
+    shard = text.split("upstream ds_shard {")[1].split("\n  }")[0]
+    assert "balancer_by_lua_block { ooha_shard.balance() }" in shard
+    every = text.split("upstream ds_all {")[1].split("}")[0]
+    assert "least_conn;" in every
+    for _, address in NODES:
+        assert f"server {address}:80 max_fails=1 fail_timeout=10s;" in every
+    assert "lua_shared_dict ooha_down" in text
     assert "proxy_next_upstream error timeout http_502 http_503 http_504;" in text
     assert not [line for line in text.splitlines() if "non_idempotent" in line and not line.strip().startswith("#")]
     assert "client_max_body_size 100m;" in text and "proxy_read_timeout 75s;" in text
@@ -176,7 +192,8 @@ def test_nginx_template_per_node_upstreams_with_backups_and_front_door_rules(lab
 
 def test_lua_template_holds_nodes_and_an_escaped_password(lab_like) -> None:
     text = render("ooha_shard.lua.j2", lb.nginx_vars(lab_like["lb1"], lb.CONF_DIR))
-    assert '{ name = "ds2", upstream = "ds_ds2", addr = "198.18.2.21:80" }' in text
+    assert '{ name = "ds2", host = "198.18.2.21", port = 80 },' in text
+    assert "local FAIL_TIMEOUT = 10.0" in text
     assert 'local REDIS_PASSWORD = "p\\034a]]s\\092w\\010rd"' in text
     assert "local TTL = 86400" in text and 'local PREFIX = "ooha:shard:"' in text
 
