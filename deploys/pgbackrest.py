@@ -435,22 +435,23 @@ def judge_backup(info: dict[str, Any] | None, archiver: dict[str, Any] | None, n
     fix_repo = "check S3 reachability, keys and CA from this host (`sudo -u postgres pgbackrest info`)"
     if info is None:
         return CheckResult(False, "pgbackrest info printed nothing", "rerun the deploy with the backup layer", final=True)
+    parts: list[str] = []
+    problems: list[str] = []
     if info["repo_errors"]:
-        return CheckResult(False, f"repository unreachable: {'; '.join(info['repo_errors'])[:200]}", fix_repo)
-    if info["status_code"] not in (STATUS_OK, STATUS_NO_BACKUP):
-        return CheckResult(False, f"stanza {info['name']}: {info['status_message']}", fix_repo)
-    parts = []
-    problems = []
-    full, diff = newest(info, "full"), newest(info, "diff")
-    latest = max((b for b in info["backups"] if not b["error"] and b["stop"]), key=lambda b: b["stop"], default=None)
-    for kind, backup in (("full", full), ("diff", diff)):
-        if backup:
-            parts.append(f"last {kind} {_age(now - backup['stop'])} ago ({_size(backup['size'])}, "
-                         f"repo {_size(backup['repo_delta'])})")
-    if latest is None:
-        problems.append("no backup in the repository")
-    elif now - latest["stop"] > max_age:
-        problems.append(f"newest backup {latest['label']} is {_age(now - latest['stop'])} old (limit {_age(max_age)})")
+        problems.append(f"repository unreachable: {'; '.join(info['repo_errors'])[:200]}")
+    elif info["status_code"] not in (STATUS_OK, STATUS_NO_BACKUP):
+        problems.append(f"stanza {info['name']}: {info['status_message']}")
+    else:
+        full, diff = newest(info, "full"), newest(info, "diff")
+        latest = max((b for b in info["backups"] if not b["error"] and b["stop"]), key=lambda b: b["stop"], default=None)
+        for kind, backup in (("full", full), ("diff", diff)):
+            if backup:
+                parts.append(f"last {kind} {_age(now - backup['stop'])} ago ({_size(backup['size'])}, "
+                             f"repo {_size(backup['repo_delta'])})")
+        if latest is None:
+            problems.append("no backup in the repository")
+        elif now - latest["stop"] > max_age:
+            problems.append(f"newest backup {latest['label']} is {_age(now - latest['stop'])} old (limit {_age(max_age)})")
     if archiver is not None and not archiver["in_recovery"]:
         if archiver["archive_mode"] != "on":
             problems.append(f"archive_mode is {archiver['archive_mode']}")
@@ -465,8 +466,9 @@ def judge_backup(info: dict[str, Any] | None, archiver: dict[str, Any] | None, n
         elif failing and archiver["ready"]:
             problems.append(f"archiving failing since {archiver['last_failed_wal']} ({archiver['failed_count']} failures)")
     if problems:
-        return CheckResult(False, "; ".join(problems + parts),
-                           "see /var/log/pgbackrest and `journalctl -u patroni`; run deploys/backup.py for a fresh backup")
+        fix = fix_repo if info["repo_errors"] else \
+            "see /var/log/pgbackrest and `journalctl -u patroni`; run deploys/backup.py for a fresh backup"
+        return CheckResult(False, "; ".join(problems + parts), fix)
     role = "leader" if archiver is not None and not archiver["in_recovery"] else "replica"
     return CheckResult(True, f"{role}: repository reachable ({len(info['backups'])} backups, WAL to "
                              f"{info['archive_max'] or '?'}); " + ", ".join(parts))
