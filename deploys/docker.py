@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from pyinfra import host, inventory
-from pyinfra.api import QuoteString, StringCommand, deploy, operation
+from pyinfra.api import HiddenValue, QuoteString, StringCommand, deploy, operation
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.deb import DebArch
 from pyinfra.facts.server import LinuxDistribution
@@ -321,7 +321,7 @@ def restart_engine(live_restore: bool):
 
 
 @operation()
-def registry_login(registry: str, username: str, password_file: str = REGISTRY_PASSWORD_FILE):
+def registry_login(registry: str, username: HiddenValue, password_file: str = REGISTRY_PASSWORD_FILE):
     """``docker login`` as root when the stored credentials are not the wanted ones.
 
     The password goes from the root-only ``password_file`` to ``--password-stdin``; the
@@ -373,7 +373,8 @@ def check_docker_once(target: Any) -> CheckResult:
     registry = target.data.get("docker_registry")
     if registry:
         verdict = target.get_fact(
-            RegistryLogin, registry=registry, username=_secret(target, "registry_username"), password_file=REGISTRY_PASSWORD_FILE,
+            RegistryLogin, registry=registry, username=HiddenValue(_secret(target, "registry_username")),
+            password_file=REGISTRY_PASSWORD_FILE,
         )
         if verdict == "current":
             parts.append(f"logged in to {registry}")
@@ -442,5 +443,5 @@ def docker() -> None:
             dest=REGISTRY_PASSWORD_FILE, user="root", group="root", mode="600",
         )
         registry_login(
-            name=f"Log in to {registry}", registry=registry, username=_secret(host, "registry_username"),
+            name=f"Log in to {registry}", registry=registry, username=HiddenValue(_secret(host, "registry_username")),
         )

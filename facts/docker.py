@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pyinfra.api import FactBase, QuoteString, StringCommand
+from pyinfra.api import FactBase, HiddenValue, QuoteString, StringCommand
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 ROOT_DOCKER_CONFIG = "/root/.docker/config.json"
@@ -75,7 +75,7 @@ class DockerEngine(FactBase):
         return parse_engine(output)
 
 
-def registry_login_command(registry: str, username: str, password_file: str, config: str = ROOT_DOCKER_CONFIG) -> StringCommand:
+def registry_login_command(registry: str, username: str | HiddenValue, password_file: str, config: str = ROOT_DOCKER_CONFIG) -> StringCommand:
     """Shell that prints ``current``, ``stale`` or ``absent`` for root's login to ``registry``.
 
     The expected ``auth`` (base64 of ``user:password``) is computed on the host from the
@@ -92,7 +92,9 @@ def registry_login_command(registry: str, username: str, password_file: str, con
     )
     return StringCommand(
         "sh", "-c", QuoteString(script), "registry-login",
-        QuoteString(config), QuoteString(password_file), QuoteString(registry), QuoteString(username),
+        QuoteString(config), QuoteString(password_file), QuoteString(registry),
+        # The user name sits in the secrets file: masked in pyinfra's logs like a secret.
+        QuoteString(username if isinstance(username, HiddenValue) else HiddenValue(username)),
     )
 
 
@@ -103,7 +105,8 @@ class RegistryLogin(FactBase):
     ``"absent"`` (no entry, or the password file is missing).  Never the credentials.
     """
 
-    def command(self, registry: str, username: str, password_file: str) -> StringCommand:
+    def command(self, registry: str, username: str | HiddenValue, password_file: str) -> StringCommand:
+        """Pass ``username`` as a HiddenValue: pyinfra logs fact arguments (-vv)."""
         return registry_login_command(registry, username, password_file)
 
     def process(self, output: list[str]) -> str:

@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.integration.conftest import ssh
 from tests.integration.deploytools import changed_operations, deploy, explain, output_of, report_lines
@@ -157,3 +158,18 @@ def test_docker_repository_source_plans_key_entry_and_docker_ce(docker_lab: dict
         assert "1 (ds1)" in planned[op], planned
     for op in ("Docker daemon.json", "Restart Docker if daemon.json changed", "Log in to 198.18.20.10:5000"):
         assert "(ds1)" not in planned[op], planned
+
+
+def test_lost_login_is_restored_without_printing_credentials(docker_lab: dict[str, Any], pyinfra_cli) -> None:
+    """A host logged out (or holding other credentials) is logged in again; -vvv output holds no secret."""
+    with open(docker_lab["secrets_file"], encoding="utf-8") as handle:
+        forbidden = {key: str(value) for key, value in yaml.safe_load(handle).items() if value}
+    rc, out = ssh(docker_lab, "ds2", "sudo docker logout 198.18.20.10:5000")
+    assert rc == 0, out
+    with lab_lock(exclusive=False):
+        result = docker_run(pyinfra_cli, "--limit", "ds2", "-vvv")
+    output = output_of(result)
+    assert result.returncode == 0, explain(result)
+    assert "Docker engine | Log in to 198.18.20.10:5000" in changed_operations(output)
+    assert sorted(key for key, value in forbidden.items() if value in output) == []
+    assert report_lines(output).get(("ds2", "docker"), "").endswith("logged in to 198.18.20.10:5000")
