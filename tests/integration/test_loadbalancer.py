@@ -1,0 +1,113 @@
+"""The front door on the lab: nginx + keepalived on lb1/lb2, the VIP, TLS, document affinity.
+
+Non-destructive: nothing is stopped here (tests/integration/test_drill_frontdoor.py stops
+hosts).  Requests go from this machine to the VIP with the lab CA verified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from benchmarks.frontdoor_failover import get, hosts_in, vip, vip_holder
+from benchmarks.redis_failover import lab_lock
+from deploys.loadbalancer import hash_node
+from tests.integration.conftest import ssh
+from tests.integration.deploytools import deploy, explain, output_of, report_lines
+from tests.integration.frontdoor import close_all, session, unique
+
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def front(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """The converged lab (the whole main job: under the exclusive lock), then the lab lock
+    held shared while this module's tests run (no drill stops a node under them)."""
+    with lab_lock():
+        state = dict(request.getfixturevalue("converged"))
+    assert "front" in state, "the lab state has no front door (python -m lab up is older than this test)"
+    with lab_lock(exclusive=False):
+        yield state
+
+
+def test_both_lbs_run_a_valid_private_config_and_one_holds_the_vip(front: dict[str, Any]) -> None:
+    for name in hosts_in(front, "lb"):
+        rc, out = ssh(front, name, "sudo nginx -t -q && echo valid; systemctl is-active nginx keepalived; "
+                                   "sudo stat -c '%a %U %G %n' /etc/nginx/onlyoffice-ha/ooha_shard.lua /etc/nginx/onlyoffice-ha/front.key")
+        assert rc == 0, out
+        lines = out.split("\n")
+        assert "valid" in lines[0] and lines[1:3] == ["active", "active"], out
+        assert "640 root www-data /etc/nginx/onlyoffice-ha/ooha_shard.lua" in out, out
+        assert "600 root root /etc/nginx/onlyoffice-ha/front.key" in out, out
+    assert vip_holder(front) in hosts_in(front, "lb")
+
+
+def test_front_door_answers_over_verified_tls_and_guards_internal_paths(front: dict[str, Any]) -> None:
+    response = get(front, "/healthcheck", timeout=10)
+    assert response.status_code == 200 and response.text.strip() == "true", response.text[:200]
+    with requests.Session() as plain:
+        plain.trust_env = False
+        redirect = plain.get(f"http://{vip(front)}/anything?x=1", allow_redirects=False, timeout=10)
+        assert redirect.status_code == 301 and redirect.headers["Location"] == f"https://{vip(front)}/anything?x=1"
+        assert plain.get(f"http://{vip(front)}/healthcheck", timeout=10).text.strip() == "true"
+    for path in ("/internal/cluster/inactive", "/info/info.json"):
+        assert get(front, path, timeout=10).status_code == 403, path
+    # the access log names the upstream and its timings for every request
+    holder = vip_holder(front)
+    rc, out = ssh(front, holder, "sudo tail -n 50 /var/log/nginx/access.log | grep 'GET /healthcheck HTTP' | tail -1")
+    assert rc == 0 and 'upstream="198.18.' in out and "urt=" in out and "uct=" in out and "rt=" in out, out
+
+
+def test_every_session_of_a_document_reaches_one_node(front: dict[str, Any]) -> None:
+    nodes = hosts_in(front, "docs")
+    keys = [unique(f"aff{i}") for i in range(6)]
+    held = []
+    try:
+        first = {}
+        for key in keys:
+            ws, node = session(front, key)
+            held.append(ws)
+            first[key] = node
+            # a new document goes where the consistent hash says (same function as the Lua)
+            assert node == hash_node(nodes, key), (key, node)
+        assert len(set(first.values())) >= 2, f"6 documents all on one node: {first}"
+        for key in keys:
+            for shardkey in (True, True, False):  # again, and by the /doc/<key>/ path alone
+                ws, node = session(front, key, shardkey=shardkey)
+                held.append(ws)
+                assert node == first[key], (key, first[key], node)
+        print(f"\naffinity: {first}")
+    finally:
+        close_all(held)
+
+
+def test_keyed_requests_are_routed_and_logged_with_their_key(front: dict[str, Any]) -> None:
+    nodes = hosts_in(front, "docs")
+    key = unique("wopi")
+    for arg in ("WOPISrc", "shardkey"):
+        for _ in range(3):
+            assert get(front, f"/healthcheck?{arg}={key}", timeout=10).status_code == 200
+    holder = vip_holder(front)
+    rc, out = ssh(front, holder, f"sudo grep -F 'shard=\"{key}\"' /var/log/nginx/access.log")
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert rc == 0 and len(lines) == 6, out
+    node = hash_node(nodes, key)
+    assert all(f"node={node} " in line for line in lines), out
+
+
+def test_a_broken_candidate_never_goes_live(front: dict[str, Any], pyinfra_cli) -> None:
+    with lab_lock(exclusive=False):
+        _, before = ssh(front, "lb1", "sudo sha256sum /etc/nginx/nginx.conf")
+        broken = deploy(pyinfra_cli, "deploys/ha.py", "--data", "layers=loadbalancer", "--limit", "lb1",
+                        "--data", "lb_ssl_protocols=TLSv9")
+        assert broken.returncode != 0, output_of(broken)[-3000:]
+        assert "invalid nginx configuration, live one unchanged" in output_of(broken)
+        _, after = ssh(front, "lb1", "sudo sha256sum /etc/nginx/nginx.conf; systemctl is-active nginx")
+        assert after.split()[0] == before.split()[0] and after.split()[-1] == "active", after
+        repaired = deploy(pyinfra_cli, "deploys/ha.py", "--data", "layers=loadbalancer", "--limit", "lb1")
+        assert repaired.returncode == 0, explain(repaired)
+        assert report_lines(output_of(repaired)).get(("lb1", "loadbalancer"), "").startswith("OK")
+
