@@ -50,6 +50,7 @@ bench: venv
 	$(PY) benchmarks/postgres_failover.py --runs 3
 	$(PY) benchmarks/redis_failover.py --runs 3
 	$(PY) benchmarks/frontdoor_failover.py --runs 3
+	$(PY) benchmarks/ds_version_change.py --runs 3
 	$(PY) benchmarks/filebackup_times.py --runs 3
 
 status: venv
