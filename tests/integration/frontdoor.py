@@ -1,4 +1,4 @@
-"""Clients of the front door for the load-balancer tests: editor sessions and log reads."""
+"""Clients of the front door for the load-balancer tests: editor sessions through the VIP."""
 
 from __future__ import annotations
 
