@@ -24,15 +24,27 @@ class PgBackRestInfo(FactBase):
     ``parse_pgbackrest_info``.
     """
 
-    def command(self, stanza: str, timeout: int = 60) -> str:
+    def command(self, stanza: str, timeout: int = 45) -> str:
+        # An unreachable S3 endpoint makes pgBackRest 2.45 retry for minutes: bound it, and
+        # say so (a ``timeout`` line) instead of printing nothing.
         return (
             "command -v pgbackrest >/dev/null || exit 0; "
             f"runuser -u postgres -- timeout {int(timeout)} pgbackrest --stanza={shlex.quote(stanza)} "
-            "--output=json info 2>/dev/null || true"
+            f"--output=json info 2>/dev/null; [ $? = 124 ] && echo 'timeout {int(timeout)}'; true"
         )
 
     def process(self, output: list[str]) -> dict[str, Any] | None:
+        timed_out = next((line for line in output if line.startswith("timeout ")), None)
+        if timed_out:
+            return unanswered_info(int(timed_out.split()[1]))
         return parse_pgbackrest_info("\n".join(output))
+
+
+def unanswered_info(seconds: int) -> dict[str, Any]:
+    """PgBackRestInfo's value when ``pgbackrest info`` did not answer in time."""
+    return {"name": None, "status_code": STATUS_OTHER, "status_message": "no answer", "cipher": None,
+            "repo_errors": [f"pgbackrest info gave no answer within {seconds} s"], "backups": [],
+            "archive_min": None, "archive_max": None}
 
 
 def _backup(raw: dict[str, Any]) -> dict[str, Any]:

@@ -287,3 +287,12 @@ def test_target_before_the_oldest_backup_is_refused() -> None:
     assert backup_problem(info, dt.datetime.fromtimestamp(NOW, dt.timezone.utc)) is None
     assert backup_problem(info, None) is None
     assert "no backup" in (backup_problem(parse_pgbackrest_info(_info([], code=2, message="no valid backups")), None) or "")
+
+
+def test_info_that_never_answers_is_an_unreachable_repository() -> None:
+    from facts.pgbackrest import PgBackRestInfo
+
+    info = PgBackRestInfo().process(["timeout 45"])
+    result = judge_backup(info, _archiver(ready=1, oldest_ready_age=50), NOW, 3600, 120)
+    assert not result.ok and "repository unreachable: pgbackrest info gave no answer within 45 s" in result.detail
+    assert "1 waiting (archive lag 50s)" in result.detail
