@@ -6,6 +6,7 @@ hosts).  Requests go from this machine to the VIP with the lab CA verified.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator
 from typing import Any
 
@@ -111,3 +112,18 @@ def test_a_broken_candidate_never_goes_live(front: dict[str, Any], pyinfra_cli) 
         assert repaired.returncode == 0, explain(repaired)
         assert report_lines(output_of(repaired)).get(("lb1", "loadbalancer"), "").startswith("OK")
 
+
+
+def test_a_502_at_the_front_door_is_diagnosed_from_the_lb_logs(front: dict[str, Any]) -> None:
+    """The example is off on every node (ds_example_enabled False): /example/ answers 502
+    through the front door, and the report's diagnosis names it from the LB's own logs."""
+    from facts.nginx import NginxLogTail, diagnose_502
+
+    response = get(front, "/example/", timeout=15)
+    assert response.status_code == 502, response.status_code
+    fact = NginxLogTail()
+    rc, out = ssh(front, vip_holder(front), "sudo bash -c " + shlex.quote(fact.command(lines=20)))
+    assert rc == 0, out
+    logs = fact.process(out.splitlines())
+    assert "/example/" in logs["access"][-1] and 'ustatus="502' in logs["access"][-1], logs["access"][-3:]
+    assert diagnose_502(logs["access"], logs["error"]).startswith("example off"), logs
