@@ -30,7 +30,7 @@ def test_main_job_converges_and_reports_every_host(first_run) -> None:
         line = lines.get((name, "base"), "missing")
         assert line.startswith("OK chrony synced to 198.18.20.10"), f"{name}: {line}"
         assert "sysctl baseline applied" in line
-    assert "front door: not deployed yet" in output
+    assert re.search(r"^front door: https://198\.18\.10\.100/ \(VIP on lb[12]\)$", output, re.M), output[-4000:]
     summary = re.search(r"^validation: (\d+)/(\d+) checks OK on (\d+) host\(s\)$", output, re.M)
     assert summary, output[-4000:]
     assert summary[1] == summary[2] and summary[3] == str(len(TARGETS)), summary[0]
