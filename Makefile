@@ -52,6 +52,8 @@ bench: venv
 	$(PY) benchmarks/frontdoor_failover.py --runs 3
 	$(PY) benchmarks/ds_version_change.py --runs 3
 	$(PY) benchmarks/filebackup_times.py --runs 3
+	$(PY) benchmarks/pgbackrest_restore.py --scale 68
+	$(PY) benchmarks/pgbackrest_rpo.py --runs 2
 
 status: venv
 	$(PY) -m lab status
