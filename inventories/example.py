@@ -103,6 +103,13 @@ _GLOBAL_DATA = {
     "lb_tls_certificate": "/etc/onlyoffice-ha/tls/front.crt",
     "lb_tls_key": "/etc/onlyoffice-ha/tls/front.key",
     # "lb_vrrp_router_id": 51,   # unique per VRRP segment
+    # PostgreSQL backups (deploys/pgbackrest.py documents every key): pgBackRest into S3,
+    # encrypted with secret pgbackrest_cipher_pass; keys s3_access_key/s3_secret_key.
+    "pgbackrest_s3_endpoint": "https://s3.eu-west-1.amazonaws.com",
+    "pgbackrest_s3_bucket": "example-onlyoffice-backups",
+    "pgbackrest_s3_region": "eu-west-1",
+    "pgbackrest_s3_uri_style": "host",   # "path" for MinIO and other S3-compatible stores
+    # "pgbackrest_s3_ca_cert": "/etc/onlyoffice-ha/s3-ca.crt",   # a private CA's bundle
     # "ds_memory_limit": "8g", "ds_cpus": 4,
     # Loaded from $OOHA_SECRETS_FILE (mode 0600), never written here.
     "secrets": load_production_secrets(),
