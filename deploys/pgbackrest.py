@@ -29,13 +29,13 @@ retention (``repo1-retention-full``/``-diff``) expires old backups and their WAL
 
 from __future__ import annotations
 
+import os
 import re
 import time
-from io import StringIO
 from typing import Any
 from urllib.parse import urlsplit
 
-from pyinfra import host, inventory, state
+from pyinfra import host, state
 from pyinfra.api import DeployError, HiddenValue, QuoteString, StringCommand, deploy, operation
 from pyinfra.api.state import StateStage
 from pyinfra.operations import apt, files, systemd
@@ -141,8 +141,6 @@ def input_problems(target: Any) -> list[str]:
         problems.append(f"{name}: pgbackrest_s3_connect_address: {connect!r} is not an address; fix: an IP address or host name, or None")
     ca = setting(target, "pgbackrest_s3_ca_cert")
     if ca is not None:
-        import os
-
         if not os.path.isfile(str(ca)):
             problems.append(f"{name}: pgbackrest_s3_ca_cert: {ca} is not a file on this machine; fix: point it at the CA bundle (PEM)")
     for key in ("pgbackrest_retention_full", "pgbackrest_retention_diff", "pgbackrest_process_max",
@@ -311,10 +309,6 @@ def stanza_ready(stanza: str, initial_backup: bool):
 
 
 # --- the layer --------------------------------------------------------------------------
-
-
-def _text(content: str) -> StringIO:
-    return StringIO(content)
 
 
 def converge_archiving(rest_password: str) -> None:
