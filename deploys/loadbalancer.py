@@ -6,11 +6,13 @@ it) maps the shard key (``?shardkey=``, else ``?WOPISrc=``, else the ``/doc/<key
 editor sockets) to a node.  Why not ``hash $shardkey consistent``: when a node returns, a
 plain hash sends its documents back while they are still open on the node they moved to
 (two nodes editing one document).  Keyed requests go to the ``ds_shard`` upstream whose
-``balancer_by_lua`` tries the document's node, then the other nodes in the document's own
-rendezvous order (``node_ranking`` here, the same function as the Lua), nodes that failed
-in the last ``lb_fail_timeout`` last; nginx's ``proxy_next_upstream`` decides whether a
-retry is allowed (never a non-idempotent request already sent).  The table is then
-re-pointed to the node that answered (compare-and-set).  Why not per-node upstreams with
+``balancer_by_lua`` always tries the document's node first, then the other nodes in the
+document's own rendezvous order (``node_ranking``/``candidate_order`` here mirror the Lua),
+other nodes that failed in the last ``lb_fail_timeout`` last; nginx's ``proxy_next_upstream``
+decides whether a retry is allowed (never a non-idempotent request already sent).  Only when
+the document's node failed in that very request is the table re-pointed to the node that
+answered (compare-and-set): a node in the down list is never skipped for the documents it
+holds, so one transient error elsewhere cannot open a document on a second node.  Why not per-node upstreams with
 the other nodes as ``backup``: nginx spreads requests over backups round-robin, so two
 requests for one document during a node failure reached two different nodes (seen in the
 DS-host-stop drill).  Requests without a key use ``ds_all`` (least_conn, nginx's own passive
@@ -124,6 +126,18 @@ def node_ranking(names: list[str], key: str) -> list[str]:
 def hash_node(names: list[str], key: str) -> str:
     """The node a new document goes to: the first of its ranking."""
     return node_ranking(names, key)[0]
+
+
+def candidate_order(names: list[str], key: str, first: str, down: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """The nodes one keyed request tries, in order: ``M.candidates`` of the Lua.
+
+    The table's node ``first`` ALWAYS comes first, even when it failed recently: editors may
+    hold sockets on it, and skipping it would open the document on a second node after one
+    transient error elsewhere.  ``down`` (nodes that failed within ``lb_fail_timeout``) only
+    moves the OTHER nodes to the end; the rest keep the key's rendezvous order.
+    """
+    others = [name for name in node_ranking(names, key) if name != first]
+    return [first] + [n for n in others if n not in down] + [n for n in others if n in down]
 
 
 def duration_seconds(value: str) -> float:

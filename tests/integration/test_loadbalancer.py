@@ -6,7 +6,9 @@ hosts).  Requests go from this machine to the VIP with the lab CA verified.
 
 from __future__ import annotations
 
+import itertools
 import shlex
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +17,7 @@ import requests
 
 from benchmarks.frontdoor_failover import get, hosts_in, vip, vip_holder
 from benchmarks.redis_failover import lab_lock
-from deploys.loadbalancer import hash_node
+from deploys.loadbalancer import CONF_DIR, LUA_MODULE, candidate_order, hash_node, lua_string
 from tests.integration.conftest import ssh
 from tests.integration.deploytools import deploy, explain, output_of, report_lines
 from tests.integration.frontdoor import close_all, session, unique
@@ -127,3 +129,64 @@ def test_a_502_at_the_front_door_is_diagnosed_from_the_lb_logs(front: dict[str, 
     logs = fact.process(out.splitlines())
     assert "/example/" in logs["access"][-1] and 'ustatus="502' in logs["access"][-1], logs["access"][-3:]
     assert diagnose_502(logs["access"], logs["error"]).startswith("example off"), logs
+
+
+# The live ooha_shard.lua run by the LB's own LuaJIT with ngx stubbed: the shared dict
+# `ooha_down`, crc32 (scores from Python's zlib, the same CRC-32) and the follow() timer.
+_LUA_HARNESS = """
+package.path = "{conf_dir}/?.lua;" .. package.path
+package.preload["nginx.redis"] = function() return {{}} end
+package.preload["ngx.balancer"] = function() return {{}} end
+local SCORES = {{ {scores} }}
+local down, timers = {{}}, {{}}
+ngx = {{ shared = {{ ooha_down = {{ get = function(_, name) return down[name] end }} }},
+        crc32_long = function(s) return SCORES[s] end, var = {{}}, ctx = {{}}, status = 101,
+        log = function() end, WARN = 0,
+        timer = {{ at = function(_, _, key, from, to) timers[#timers + 1] = from .. ">" .. to return true end }} }}
+local M = require "{module}"
+local by_name = {{}}
+for _, node in ipairs(M.nodes) do by_name[node.name] = node end
+local function names(list)
+  local out = {{}}
+  for i, node in ipairs(list) do out[i] = node.name end
+  return table.concat(out, ",")
+end
+for _, case in ipairs({{ {cases} }}) do
+  local key, first, marked = case[1], case[2], case[3]
+  down = {{}}
+  for name in string.gmatch(marked, "[^,]+") do down[name] = true end
+  local list = M.candidates(key, by_name[first])
+  local moved = {{}}
+  for try = 1, 2 do
+    timers = {{}}
+    ngx.ctx = {{ ooha_node = first, ooha_candidates = list, ooha_try = try }}
+    M.follow()
+    moved[try] = table.concat(timers, ";")
+  end
+  print(key .. "|" .. first .. "|" .. marked .. "|" .. names(list) .. "|" .. moved[1] .. "|" .. moved[2])
+end
+"""
+
+
+def test_the_live_lua_tries_the_tables_node_first_and_moves_only_after_it_failed(front: dict[str, Any]) -> None:
+    """Regression: a node in the down list (any 502/timeout in the last lb_fail_timeout) went
+    last even for its OWN documents, and follow() re-pointed them while editors held sockets
+    there: one document on two nodes after one transient error.  Runs the deployed Lua."""
+    nodes = hosts_in(front, "docs")
+    keys = ["order-a", "order-b", "order-c"]
+    scores = ", ".join(f"[{lua_string(f'{n}{chr(0)}{k}')}] = {zlib.crc32(f'{n}{chr(0)}{k}'.encode())}"
+                       for n in nodes for k in keys)
+    marks = [",".join(c) for r in range(len(nodes) + 1) for c in itertools.combinations(nodes, r)]
+    cases = [(k, first, marked) for k in keys for first in nodes for marked in marks]
+    script = _LUA_HARNESS.format(conf_dir=CONF_DIR, module=LUA_MODULE.removesuffix(".lua"), scores=scores,
+                                 cases=", ".join(f"{{ {lua_string(k)}, {lua_string(f)}, {lua_string(m)} }}" for k, f, m in cases))
+    rc, out = ssh(front, "lb1", "sudo luajit - <<'OOHA_LUA'\n" + script + "\nOOHA_LUA")
+    assert rc == 0, out[-2000:]
+    lines = [line for line in out.splitlines() if line.count("|") == 5]
+    assert len(lines) == len(cases), out[-2000:]
+    for line in lines:
+        key, first, marked, order, moved_first_try, moved_retry = line.split("|")
+        expected = candidate_order(nodes, key, first, set(filter(None, marked.split(","))))
+        assert order.split(",") == expected, line
+        assert moved_first_try == "", line  # the table's node answered: the entry stays
+        assert moved_retry == f"{first}>{expected[1]}", line  # it failed in this request: moved

@@ -81,6 +81,20 @@ def test_ranking_is_every_node_once_led_by_the_hash() -> None:
         assert scores == sorted(scores, reverse=True)
 
 
+def test_the_tables_node_is_always_tried_first_even_when_marked_down() -> None:
+    names = [n for n, _ in NODES]
+    for key in ("a", "doc-1", "ключ"):
+        ranking = lb.node_ranking(names, key)
+        for first in names:
+            others = [n for n in ranking if n != first]
+            assert lb.candidate_order(names, key, first) == [first] + others
+            # the table's own node failed recently: still first (its editors' sockets are there)
+            assert lb.candidate_order(names, key, first, {first}) == [first] + others
+            # another node failed recently: only it moves, to the end
+            assert lb.candidate_order(names, key, first, {others[0]}) == [first, others[1], others[0]]
+            assert lb.candidate_order(names, key, first, set(names)) == [first] + others
+
+
 def test_durations_in_seconds() -> None:
     assert lb.duration_seconds("10s") == 10 and lb.duration_seconds("500ms") == 0.5 and lb.duration_seconds("1m") == 60
 
