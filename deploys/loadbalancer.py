@@ -18,6 +18,13 @@ requests for one document during a node failure reached two different nodes (see
 DS-host-stop drill).  Requests without a key use ``ds_all`` (least_conn, nginx's own passive
 failure detection).  The Lua is templates/ooha_shard.lua.j2.
 
+Redis unreachable or slower than ``lb_redis_timeout_ms`` (1500 ms): the rendezvous hash
+decides (logged ``shard table unavailable``), for availability.  The trade-off: a document
+that had MOVED (its node failed earlier) goes back to its hash node for that request, which
+can be a second node while its editors are elsewhere.  Hence a generous timeout (a slow
+Redis is not an absent one; 300 ms was exceeded on a loaded 2-core machine): only a Redis
+that is really gone, where nothing better is possible, sends documents to the hash.
+
 A broken configuration never goes live: the config, the Lua, the certificate and key are
 written to a candidate directory, ``luajit -bl`` compiles the Lua (``nginx -t`` does not
 run ``init_by_lua``: a Lua syntax error passes it) and ``nginx -t -c`` checks that tree;
@@ -93,7 +100,10 @@ LOADBALANCER_DEFAULTS: dict[str, Any] = {
     # Shard table: Redis through the local HAProxy endpoint (follows Sentinel failover).
     "lb_redis_host": "127.0.0.1",
     "lb_redis_port": 6379,
-    "lb_redis_timeout_ms": 300,
+    # Per Redis operation.  Past it the Lua falls back to the plain hash, which sends a
+    # MOVED document back to its hash node: 300 ms was exceeded on a loaded 2-core machine.
+    # A hung Redis costs a keyed request up to ~2 tries x a few operations x this.
+    "lb_redis_timeout_ms": 1500,
     "lb_shard_key_prefix": "ooha:shard:",
     "lb_shard_ttl": 86400,
     # Seconds the report waits for the VIP election and the front door after a change.

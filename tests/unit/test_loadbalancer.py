@@ -208,6 +208,7 @@ def test_lua_template_holds_nodes_and_an_escaped_password(lab_like) -> None:
     text = render("ooha_shard.lua.j2", lb.nginx_vars(lab_like["lb1"], lb.CONF_DIR))
     assert '{ name = "ds2", host = "198.18.2.21", port = 80 },' in text
     assert "local FAIL_TIMEOUT = 10.0" in text
+    assert "local TIMEOUT_MS = 1500" in text  # a loaded machine's Redis must not look absent
     assert 'local REDIS_PASSWORD = "p\\034a]]s\\092w\\010rd"' in text
     assert "local TTL = 86400" in text and 'local PREFIX = "ooha:shard:"' in text
 
