@@ -227,6 +227,9 @@ def test_keepalived_template_unicast_peers_vip_and_track_script(lab_like) -> Non
     assert "198.18.10.100/24 dev eth1" in text
     assert "priority 140" in text and "advert_int 0.5" in text and "version 3" in text
     assert "nopreempt" in text and "state BACKUP" in text and "chk_nginx" in text
+    script = text.split("vrrp_script chk_nginx {")[1].split("}")[0]
+    assert "--max-time 3 " in script and "interval 2\n" in script and "timeout 4\n" in script
+    assert "fall 3\n" in script and "rise 2\n" in script  # slow handshakes must not move the VIP
 
 
 # --- facts and the report --------------------------------------------------------------
