@@ -34,11 +34,14 @@ def session(state: dict[str, Any], key: str, shardkey: bool = True, timeout: flo
 
 
 def alive(ws: ClientConnection) -> bool:
-    """The session still answers (a ping gets its pong within 5 s)."""
+    """The session still answers (a ping gets its pong within 5 s).
+
+    websockets' sync ``ping()`` returns a ``threading.Event``: ``wait`` returns False on a
+    timeout instead of raising (and with ``ack_on_close`` False a close never sets it).
+    """
     try:
-        ws.ping().wait(5)
-        return True
-    except Exception:  # closed, reset or timed out: the session is gone
+        return ws.ping().wait(5)
+    except Exception:  # already closed or reset: ping() raises, the session is gone
         return False
 
 
