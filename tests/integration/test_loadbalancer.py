@@ -25,6 +25,17 @@ from tests.integration.frontdoor import close_all, session, unique
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
 
 
+def on_every_lb(front: dict[str, Any], cmd: str) -> dict[str, str]:
+    """cmd's output on each LB.  Logs are read on BOTH: the VIP can move between a request
+    and the read, so "the LB holding the VIP" afterwards may not be the one that served it."""
+    outputs = {}
+    for name in hosts_in(front, "lb"):
+        rc, out = ssh(front, name, cmd)
+        assert rc == 0, (name, out)
+        outputs[name] = out
+    return outputs
+
+
 @pytest.fixture(scope="module")
 def front(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     """The converged lab (the whole main job: under the exclusive lock), then the lab lock
@@ -59,9 +70,12 @@ def test_front_door_answers_over_verified_tls_and_guards_internal_paths(front: d
     for path in ("/internal/cluster/inactive", "/info/info.json"):
         assert get(front, path, timeout=10).status_code == 403, path
     # the access log names the upstream and its timings for every request
-    holder = vip_holder(front)
-    rc, out = ssh(front, holder, "sudo tail -n 50 /var/log/nginx/access.log | grep 'GET /healthcheck HTTP' | tail -1")
-    assert rc == 0 and 'upstream="198.18.' in out and "urt=" in out and "uct=" in out and "rt=" in out, out
+    marker = unique("logged")
+    assert get(front, f"/healthcheck?probe={marker}", timeout=10).status_code == 200
+    logged = on_every_lb(front, f"sudo grep -F 'probe={marker} HTTP' /var/log/nginx/access.log || true")
+    lines = [line for out in logged.values() for line in out.splitlines() if line.strip()]
+    assert len(lines) == 1, logged
+    assert 'upstream="198.18.' in lines[0] and "urt=" in lines[0] and "uct=" in lines[0] and "rt=" in lines[0], lines
 
 
 def test_every_session_of_a_document_reaches_one_node(front: dict[str, Any]) -> None:
@@ -93,10 +107,9 @@ def test_keyed_requests_are_routed_and_logged_with_their_key(front: dict[str, An
     for arg in ("WOPISrc", "shardkey"):
         for _ in range(3):
             assert get(front, f"/healthcheck?{arg}={key}", timeout=10).status_code == 200
-    holder = vip_holder(front)
-    rc, out = ssh(front, holder, f"sudo grep -F 'shard=\"{key}\"' /var/log/nginx/access.log")
-    lines = [line for line in out.splitlines() if line.strip()]
-    assert rc == 0 and len(lines) == 6, out
+    logged = on_every_lb(front, f"sudo grep -F 'shard=\"{key}\"' /var/log/nginx/access.log || true")
+    lines = [line for out in logged.values() for line in out.splitlines() if line.strip()]
+    assert len(lines) == 6, logged
     node = hash_node(nodes, key)
     assert all(f"node={node} " in line for line in lines), out
 
@@ -121,12 +134,15 @@ def test_a_502_at_the_front_door_is_diagnosed_from_the_lb_logs(front: dict[str, 
     through the front door, and the report's diagnosis names it from the LB's own logs."""
     from facts.nginx import NginxLogTail, diagnose_502
 
-    response = get(front, "/example/", timeout=15)
+    marker = unique("example")
+    response = get(front, f"/example/?probe={marker}", timeout=15)
     assert response.status_code == 502, response.status_code
     fact = NginxLogTail()
-    rc, out = ssh(front, vip_holder(front), "sudo bash -c " + shlex.quote(fact.command(lines=20)))
-    assert rc == 0, out
-    logs = fact.process(out.splitlines())
+    tails = on_every_lb(front, "sudo bash -c " + shlex.quote(fact.command(lines=20)))
+    served = {name: fact.process(out.splitlines()) for name, out in tails.items()}
+    served = {name: logs for name, logs in served.items() if logs["access"] and marker in logs["access"][-1]}
+    assert len(served) == 1, tails  # the LB that answered it, wherever the VIP is now
+    logs = next(iter(served.values()))
     assert "/example/" in logs["access"][-1] and 'ustatus="502' in logs["access"][-1], logs["access"][-3:]
     assert diagnose_502(logs["access"], logs["error"]).startswith("example off"), logs
 
