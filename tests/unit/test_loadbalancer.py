@@ -201,6 +201,11 @@ def test_nginx_template_shard_and_all_upstreams_and_front_door_rules(lab_like) -
     assert f"ssl_certificate {lb.CANDIDATE_DIR}/front.crt;" in text
     assert f'lua_package_path "{lb.CANDIDATE_DIR}/?.lua;;";' in text
     assert "return 301 https://" in text
+    plain = text.split("listen 80 default_server;")[1].split("\n  server {")[0]
+    head = plain.split("location")[0]  # server level: a 301 logs them without warnings
+    assert 'set $shard_key "";' in head and 'set $shard_node "";' in head
+    health = plain.split("location = /healthcheck {")[1].split("}")[0]
+    assert "proxy_http_version 1.1;" in health and 'proxy_set_header Connection "";' in health
     assert "redis_password" not in text and "p\\034" not in text  # the password only in the Lua
 
 
