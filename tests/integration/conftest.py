@@ -81,3 +81,18 @@ def converged(lab: dict[str, Any], pyinfra_cli) -> dict[str, Any]:
     if result.returncode != 0:
         pytest.fail(f"the main job failed on the lab:\n{explain(result)}")
     return lab
+
+
+@pytest.fixture(scope="session")
+def backup_lab(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The converged lab (the whole main job, backup layer included) for the backup tests.
+
+    The backup layer's report checks need the whole stack (endpoints' report wants a Redis
+    primary and RabbitMQ up), so on a fresh lab only the full job converges it.  The job
+    is a full all-layer run: the exclusive lab lock is held around it (``converged`` takes
+    none; it runs once per session, later uses return at once).
+    """
+    from benchmarks.redis_failover import lab_lock
+
+    with lab_lock():
+        return dict(request.getfixturevalue("converged"))

@@ -1,8 +1,9 @@
 """Backup layer on the lab: pgBackRest into the lab S3 (moto behind TLS), archiving from the
 leader, leader-only timers, on-demand backups, the report, and restore.py's refusals.
 
-Disruptive steps (the first run restarts PostgreSQL for archive_mode, the switchover) hold
-the exclusive lab lock; the helpers here are shared with test_drill_restore.py.
+The lab comes from the ``backup_lab`` fixture (conftest.py: the whole main job, once per
+session, under the exclusive lab lock).  Disruptive steps (the switchover) hold the exclusive
+lab lock; the helpers here are shared with test_drill_restore.py.
 """
 
 from __future__ import annotations
@@ -19,20 +20,7 @@ from tests.integration.conftest import ssh
 from tests.integration.deploytools import changed_operations, deploy, explain, output_of, report_lines
 from tests.integration.pg_writer import DATA_HOSTS, cluster_view, leader_psql, secrets, wait_for, wait_healthy
 
-pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
-
-LAYERS = "docker,etcd,postgres,endpoints,backup"
-"""What the backup tests need converged: the cluster, HAProxy on ds1 (and its docker bridge)."""
-
-
-@pytest.fixture(scope="session")
-def backup_lab(lab: dict[str, Any], pyinfra_cli) -> dict[str, Any]:
-    """The lab with the data tier, the endpoints and the backup layer converged."""
-    with lab_lock():
-        result = deploy(pyinfra_cli, "deploys/ha.py", "--data", f"layers={LAYERS}")
-    if result.returncode != 0:
-        pytest.fail(f"the backup layer did not converge:\n{explain(result)}")
-    return lab
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]  # the first test may run the whole main job (backup_lab)
 
 
 def pgbackrest_info(lab: dict[str, Any], host: str = "data1") -> dict[str, Any]:

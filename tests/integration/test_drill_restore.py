@@ -21,7 +21,7 @@ from benchmarks.redis_failover import lab_lock
 from tests.integration.conftest import host_entry, ssh
 from tests.integration.deploytools import deploy, explain, output_of, report_lines
 from tests.integration.pg_writer import DATA_HOSTS, TABLE, PgWriter, leader_psql, secrets, wait_for, wait_healthy
-from tests.integration.test_backup import archive_through_now, backup_lab  # noqa: F401  (fixture)
+from tests.integration.test_backup import archive_through_now
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1200)]
 
@@ -58,7 +58,7 @@ def leave_healthy(lab: dict[str, Any], pyinfra_cli) -> None:
 
 
 def test_point_in_time_restore_keeps_exactly_the_rows_written_before_the_target(
-        backup_lab: dict[str, Any], pyinfra_cli) -> None:  # noqa: F811
+        backup_lab: dict[str, Any], pyinfra_cli) -> None:
     lab = backup_lab
     writer = PgWriter(lab, host="ds1")
     with lab_lock():
@@ -102,7 +102,7 @@ def _lose(lab: dict[str, Any], name: str) -> None:
 
 
 def test_total_loss_restore_to_latest_keeps_every_row_acknowledged_before_the_last_archived_wal(
-        backup_lab: dict[str, Any], pyinfra_cli) -> None:  # noqa: F811
+        backup_lab: dict[str, Any], pyinfra_cli) -> None:
     lab = backup_lab
     writer = PgWriter(lab, host="ds1")
     with lab_lock():
@@ -154,7 +154,7 @@ def _heal_s3(lab: dict[str, Any]) -> None:
             pass
 
 
-def test_s3_outage_is_reported_and_archiving_catches_up_by_itself(backup_lab: dict[str, Any], pyinfra_cli) -> None:  # noqa: F811
+def test_s3_outage_is_reported_and_archiving_catches_up_by_itself(backup_lab: dict[str, Any], pyinfra_cli) -> None:
     lab = backup_lab
     with lab_lock():
         try:
