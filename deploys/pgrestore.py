@@ -8,8 +8,8 @@ first postgres host of the inventory):
    (one running leader, replicas streaming) unless ``restore_force=true``;
 2. pgBackRest installed and configured (the backup layer's files) and, on R, the
    repository reachable with a backup that ended before the target time;
-3. Patroni stopped on every member (it stops PostgreSQL), the cluster's keys removed
-   from etcd (``patronictl remove``), the other members' data directories emptied;
+3. Patroni stopped and runtime-masked on every member (it stops PostgreSQL), the
+   cluster's keys removed from etcd (``patronictl remove``);
 4. on R: ``pgbackrest restore --delta`` (``--type=time --target=... --target-action=promote``
    for a point in time, else to the end of the archived WAL), PostgreSQL started alone
    (socket only: no client can write before the target) until it is promoted, the recovery
@@ -18,7 +18,11 @@ first postgres host of the inventory):
    initialises the cluster from this data and takes the leader key (Patroni's own path
    for an existing data directory); its dynamic configuration, archive settings included,
    comes back from the restored ``patroni.dynamic.json``;
-6. Patroni started on the others: they clone from the new leader (basebackup) and stream;
+6. only now (R leads; the others' Patroni stayed masked) the other members' data
+   directories are emptied, so a failed restore or recovery on R leaves their copies
+   untouched; Patroni started on them: they clone from the new leader (basebackup) and
+   stream.  The others act only while R is active in the run (every R step succeeded);
+   if R fails, they stay stopped and masked with their data for the operator to retry;
 7. the backup layer's archive settings converged (no-op when restored), and
    ``pgbackrest check`` on R proves the new timeline's WAL reaches the repository.
 """

@@ -14,7 +14,7 @@ repository again.  The steps and why: deploys/pgrestore.py.
 import datetime as dt
 import shlex
 
-from pyinfra import host, inventory
+from pyinfra import host, inventory, state
 from pyinfra.api import DeployError
 from pyinfra.operations import files, server, systemd
 
@@ -58,16 +58,24 @@ if "postgres" in host.groups:
     # Every host gets every operation, in this order; ``_if`` picks who acts.  (Operations
     # added for some hosts only are ordered per host, not by line: the others' Patroni
     # would start before the restored member leads.)
-    on_r, on_others = (lambda r=_is_r: r), (lambda r=_is_r: not r)
+    # The others act only while R is still active (it never failed, so every R step before
+    # succeeded): with pyinfra's default fail_percent they would otherwise go on after R
+    # failed: stop a cluster R cannot restore, or empty the only copies of the data.
+    _r_name = restore_host_name(host, _members)
+    r_ok = (lambda name=_r_name: any(h.name == name for h in state.active_hosts))
+    on_r = (lambda r=_is_r: r)
+    on_others = (lambda r=_is_r: not r and r_ok())
     repository_can_restore(name="The repository can restore (checked before anything stops)",
                            stanza=_stanza, target_time=_target, _if=on_r)
 
     # --- from here on the cluster is down ---------------------------------------------
-    systemd.service(name="Stop Patroni (and PostgreSQL) on every member", service="patroni.service", running=False)
-    # Until this member's turn, nothing may start Patroni (a deploy run, an operator): on an
-    # emptied data directory it would initdb a new cluster and take the leader key.
+    systemd.service(name="Stop Patroni (and PostgreSQL) on every member", service="patroni.service", running=False,
+                    _if=r_ok)
+    # Until this member's turn, nothing may start Patroni (a deploy run, an operator): with
+    # the cluster gone from etcd it would take the leader key with its old data (or initdb
+    # a new cluster on an emptied data directory).
     server.shell(name="Hold Patroni down during the restore (runtime mask)",
-                 commands=["systemctl mask --runtime patroni.service"])
+                 commands=["systemctl mask --runtime patroni.service"], _if=r_ok)
     # No member renews the leader key now; once it is gone, remove the cluster's keys
     # (initialize, config, history) so that Patroni adopts the restored data directory.
     _remove = (
@@ -76,9 +84,6 @@ if "postgres" in host.groups:
     )
     server.shell(name="Remove the cluster from etcd (patronictl remove)", commands=[f"sh -c {shlex.quote(_remove)}"],
                  _if=on_r)
-    server.shell(name="Empty the other members' data directories (they clone from the new leader)",
-                 commands=[f"if [ -d {shlex.quote(_data_dir)} ]; then find {shlex.quote(_data_dir)} -mindepth 1 -delete; fi"],
-                 _if=on_others)
     _mode = f"time {shlex.quote(pg_time(_target))}" if _target else "latest ''"
     server.shell(name="Restore this member from the repository and recover it alone until promoted",
                  commands=[f"{RESTORE_SCRIPT} {_mode} {_deadline}"], _if=on_r)
@@ -86,6 +91,11 @@ if "postgres" in host.groups:
                  _if=on_r)
     systemd.service(name="Start Patroni on the restored member", service="patroni.service", running=True, _if=on_r)
     server.shell(name="Wait for the restored member to lead", commands=[leader_wait_command(_rest_port, 300)], _if=on_r)
+    # Only now, with the restored member leading (the others' Patroni masked all along), are
+    # the old copies expendable: if the restore or recovery fails, they are still there.
+    server.shell(name="Empty the other members' data directories (they clone from the new leader)",
+                 commands=[f"if [ -d {shlex.quote(_data_dir)} ]; then find {shlex.quote(_data_dir)} -mindepth 1 -delete; fi"],
+                 _if=on_others)
     server.shell(name="Release Patroni on the other members", commands=["systemctl unmask --runtime patroni.service"],
                  _if=on_others)
     systemd.service(name="Start Patroni on the other members", service="patroni.service", running=True, _if=on_others)
