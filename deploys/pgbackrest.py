@@ -36,12 +36,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pyinfra import host, state
-from pyinfra.api import DeployError, HiddenValue, QuoteString, StringCommand, deploy, operation
+from pyinfra.api import DeployError, QuoteString, StringCommand, deploy, operation
 from pyinfra.api.state import StateStage
 from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
-from deploys.postgres import POSTGRES_DEFAULTS, dynamic_config
+from deploys.postgres import POSTGRES_DEFAULTS, curl_user_config, dynamic_config
 from deploys.private_files import private_template
 from deploys.report import CheckResult, in_group, poll, register_check
 from deploys.templating import JINJA, TEMPLATES
@@ -235,7 +235,6 @@ def archive_mode_active(rest_password: str, deadline: float = 120):
         host.noop("archive_mode is on")
         return
     port = int(setting(host, "patroni_rest_port"))
-    auth = QuoteString(HiddenValue(f"patroni:{rest_password}"))
     # Patroni applies the new dynamic configuration within a loop or two; POST /restart
     # then restarts with it.  Then wait for PostgreSQL to run again with archive_mode on.
     script = (
@@ -243,9 +242,11 @@ def archive_mode_active(rest_password: str, deadline: float = 120):
     )
     yield StringCommand("sh", "-c", QuoteString(script))
     # POST /restart answers once PostgreSQL is up again; a slow start is judged by the wait below.
-    yield StringCommand("curl", "-sS", "--max-time", str(int(deadline)), "-X", "POST", "-u", auth,
+    # The credentials go on stdin (``-K -``), not in argv where ``ps`` would show them.
+    yield StringCommand("curl", "-K", "-", "-sS", "--max-time", str(int(deadline)), "-X", "POST",
                         "-H", "'Content-Type: application/json'", "--data", "'{}'",
-                        f"http://127.0.0.1:{port}/restart", "||", "true")
+                        f"http://127.0.0.1:{port}/restart", "||", "true",
+                        _stdin=curl_user_config("patroni", rest_password))
     wait = (
         f"end=$(($(date +%s)+{int(deadline)})); while [ $(date +%s) -lt $end ]; do "
         "m=$(runuser -u postgres -- psql -h /var/run/postgresql -XAtqc 'show archive_mode' 2>/dev/null || true); "

@@ -207,12 +207,21 @@ def dynamic_config(wanted: dict[str, Any], rest_password: str, deadline: float =
         host.noop("Patroni dynamic configuration is as wanted")
         return
     yield StringCommand(
-        "curl", "-sSf", "--max-time", "10", "-X", "PATCH",
-        "-u", QuoteString(HiddenValue(f"patroni:{rest_password}")),
+        "curl", "-K", "-", "-sSf", "--max-time", "10", "-X", "PATCH",
         "-H", "'Content-Type: application/json'",
         "--data", QuoteString(json.dumps(patch, sort_keys=True)),
         f"http://127.0.0.1:{port}/config", ">/dev/null",
+        _stdin=curl_user_config("patroni", rest_password),
     )
+
+
+def curl_user_config(user: str, password: str) -> str:
+    """The credentials as a curl config line, for ``curl -K -`` on stdin: never in argv,
+    where ``ps`` shows them to every local user while curl waits."""
+    def quoted(text: str) -> str:
+        return text.replace("\\", "\\\\").replace('"', '\\"')
+
+    return f'user = "{quoted(user)}:{quoted(password)}"\n'
 
 
 def raise_no_leader(deadline: float) -> None:

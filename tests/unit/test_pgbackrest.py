@@ -296,3 +296,45 @@ def test_info_that_never_answers_is_an_unreachable_repository() -> None:
     result = judge_backup(info, _archiver(ready=1, oldest_ready_age=50), NOW, 3600, 120)
     assert not result.ok and "repository unreachable: pgbackrest info gave no answer within 45 s" in result.detail
     assert "1 waiting (archive lag 50s)" in result.detail
+
+
+# --- Patroni REST credentials: on curl's stdin, never in argv ---------------------------
+
+
+def test_curl_reads_the_credentials_from_stdin_exactly() -> None:
+    """The config line curl gets on stdin (``curl -K -``) authenticates as the exact user and
+    password, quotes and backslashes included, with nothing of them on the command line."""
+    import base64
+    import http.server
+    import shutil
+    import subprocess
+    import threading
+
+    from deploys.postgres import curl_user_config
+
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed on this machine")
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            seen.append(self.headers.get("Authorization", ""))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    password = 'p "w\\d: $x'
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    try:
+        argv = ["curl", "-K", "-", "-sSf", "--max-time", "10", "-X", "POST", f"http://127.0.0.1:{server.server_port}/restart"]
+        done = subprocess.run(argv, input=curl_user_config("patroni", password), capture_output=True, text=True, timeout=20)
+        thread.join(10)
+    finally:
+        server.server_close()
+    assert done.returncode == 0, done.stderr
+    assert password not in " ".join(argv)
+    assert seen == ["Basic " + base64.b64encode(f"patroni:{password}".encode()).decode()]
