@@ -114,23 +114,51 @@ class RegistryLogin(FactBase):
         return verdict if verdict in ("current", "stale", "absent") else "absent"
 
 
+def parse_seconds(text: str) -> int | None:
+    """``date +%s.%N`` / ``stat -c %.9Y`` output -> integer nanoseconds (None if not a number)."""
+    whole, _, fraction = text.strip().partition(".")
+    if not whole.isdigit() or (fraction and not fraction.isdigit()):
+        return None
+    return int(whole) * 10**9 + int((fraction + "000000000")[:9])
+
+
+def config_pending(lines: list[str]) -> bool:
+    """DaemonConfigPending's verdict from ``active``, ``started <s.ns>`` and ``mtime <s.ns>`` lines.
+
+    Pending when the file's mtime is LATER than the daemon's start (nanoseconds: a file
+    written in the same second as the start still counts).  Not pending when dockerd is
+    not active, the file is missing, or a time cannot be read.
+    """
+    values = dict(line.strip().partition(" ")[::2] for line in lines if line.strip())
+    if values.get("active") != "yes":
+        return False
+    started, mtime = parse_seconds(values.get("started", "")), parse_seconds(values.get("mtime", ""))
+    if started is None or mtime is None:
+        return False
+    return mtime > started
+
+
 class DaemonConfigPending(FactBase):
-    """True when daemon.json is newer than the running dockerd (it has not read the file yet).
+    """True when daemon.json was modified after the running dockerd started (it has not read the file yet).
 
     Why not only "the file changed in this run": a run that wrote the file and then
     failed before the restart would leave the daemon on the old settings for good;
     comparing the file's mtime with the daemon's start time catches that on the next run.
-    False when dockerd is not running or the file is missing.
+    Both times are compared to the microsecond (systemd's start timestamp with
+    ``--timestamp=us+utc``, the file's mtime with ``%.9Y``): with whole seconds a file
+    written in the same second the daemon started (a restart right after the write, then a
+    second write) was missed.  False when dockerd is not running or the file is missing.
     """
 
     def command(self, service: str = "docker.service") -> StringCommand:
         script = (
             's="$1"; f="$2"; '
-            'if ! systemctl -q is-active "$s" || [ ! -f "$f" ]; then echo no; exit 0; fi; '
-            'started=$(date -d "$(systemctl show -p ExecMainStartTimestamp --value "$s")" +%s 2>/dev/null) || { echo no; exit 0; }; '
-            'if [ "$(stat -c %Y "$f")" -gt "$started" ]; then echo yes; else echo no; fi'
+            'if ! systemctl -q is-active "$s" || [ ! -f "$f" ]; then echo "active no"; exit 0; fi; '
+            'echo "active yes"; '
+            'echo "started $(date -d "$(systemctl show -p ExecMainStartTimestamp --value --timestamp=us+utc "$s")" +%s.%N 2>/dev/null)"; '
+            'echo "mtime $(stat -c %.9Y "$f")"'
         )
         return StringCommand("sh", "-c", QuoteString(script), "daemon-config-pending", QuoteString(service), QuoteString(DAEMON_JSON))
 
     def process(self, output: list[str]) -> bool:
-        return bool(output) and output[-1].strip() == "yes"
+        return config_pending(output)

@@ -243,3 +243,26 @@ def test_registry_login_absent_without_entry_or_password_file(tmp_path: Path) ->
     config.write_text(json.dumps({"auths": {"elsewhere:5000": {"auth": "eA=="}}}))
     command = registry_login_command("r.example:5000", "u", str(tmp_path / "password"), config=str(config))
     assert subprocess.run(["sh", "-c", command.get_raw_value()], capture_output=True, text=True, timeout=10).stdout.strip() == "absent"
+
+
+def test_daemon_config_pending_compares_below_the_second() -> None:
+    from facts.docker import config_pending, parse_seconds
+
+    assert parse_seconds("1796207285.949596000") == 1796207285949596000
+    assert parse_seconds("1796207285.9") == 1796207285900000000 and parse_seconds("1796207285") == 1796207285 * 10**9
+    assert parse_seconds("") is None and parse_seconds("n/a") is None
+    # Written in the same second as the start but after it: pending (whole seconds missed this).
+    assert config_pending(["active yes", "started 1796207285.100000000", "mtime 1796207285.900000001"]) is True
+    # Written before the start (the daemon read it), also within the same second: not pending.
+    assert config_pending(["active yes", "started 1796207285.900000000", "mtime 1796207285.100000000"]) is False
+    # A run that wrote the file and failed before the restart: the file is newer, still pending next run.
+    assert config_pending(["active yes", "started 1796207285.000000000", "mtime 1796207999.000000000"]) is True
+    assert config_pending(["active no"]) is False
+    assert config_pending(["active yes", "started ", "mtime 1796207285.1"]) is False
+
+
+def test_daemon_config_pending_fact_reads_microsecond_times() -> None:
+    from facts.docker import DaemonConfigPending
+
+    command = DaemonConfigPending().command().get_raw_value()
+    assert "--timestamp=us+utc" in command and "%s.%N" in command and "%.9Y" in command
