@@ -53,7 +53,7 @@ from typing import Any
 from urllib.parse import quote
 
 from pyinfra import host, inventory, logger
-from pyinfra.api import HiddenValue, QuoteString, StringCommand, deploy, operation
+from pyinfra.api import QuoteString, StringCommand, deploy, operation
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files
 
@@ -424,8 +424,9 @@ def check_documentserver_once(target: Any) -> CheckResult:
                            "not reachable from the container", "check the endpoints and data layers' report lines; "
                            f"see /var/log/onlyoffice/documentserver/docservice/out.log in {CONTAINER}")
     token = command_token(_secret(target, "jwt_secret"), {"payload": {"c": "version"}})
-    header = f"{_value(target, 'ds_jwt_header')}: Bearer {token}"
-    answer = target.get_fact(DsVersion, url=f"{url}/command", authorization=HiddenValue(header))
+    # The header goes to curl on stdin (-H @-): never on an argv on the DS host, never printed.
+    header = f"{_value(target, 'ds_jwt_header')}: Bearer {token}\n"
+    answer = target.get_fact(DsVersion, url=f"{url}/command", _stdin=header)
     if not answer or answer.get("error") != 0:
         return CheckResult(False, f"command service answered {answer!r} (6: token rejected, JWT secret differs)",
                            "rerun the deploy (JWT_SECRET comes from secrets.jwt_secret)")

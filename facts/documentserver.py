@@ -6,9 +6,11 @@ sha256 of the env entries the deploy manages (``env_keys``), next to the fields 
 deploy compares (image, mounts, published ports, restart policy, limits, labels).  The
 controller computes the same digest of the wanted env; equal digests mean equal values.
 
-``DsVersion`` takes its JWT from the controller as a ``HiddenValue`` (pyinfra prints
-``*MASKED*`` for it in logs and fact arguments); the token is short-lived and signed with
-the JWT secret, which never leaves the controller in this fact.
+``DsVersion`` gets its ``Authorization: Bearer`` header line on stdin (the caller passes
+``_stdin=``; curl reads it with ``-H @-``, curl >= 7.55, Debian 12 has 7.88): the token
+(5 minutes, good for any /command) is never on a command line on the DS host (sudo's and
+sh's argv are visible to every local user in ps) and never in pyinfra's fact arguments or
+logs.  It is signed on the controller; the JWT secret never leaves the controller here.
 """
 
 from __future__ import annotations
@@ -145,13 +147,14 @@ class DsHttp(FactBase):
 class DsVersion(FactBase):
     """POST /command ``{"c":"version"}`` with a JWT from the controller: the parsed JSON answer or None.
 
-    ``authorization`` is a HiddenValue holding the whole header line (``Authorization: Bearer ...``).
+    Call with ``_stdin="Authorization: Bearer <token>\\n"``: curl reads that header from
+    stdin (``-H @-``), so the token is on no argv and in no fact argument.
     """
 
-    def command(self, url: str, authorization: Any) -> StringCommand:
+    def command(self, url: str) -> StringCommand:
         return StringCommand(
             "curl", "-s", "-m", "10", "-X", "POST", "-H", "'Content-Type: application/json'",
-            "-H", QuoteString(authorization), "--data", "'{\"c\":\"version\"}'", QuoteString(url), "||", "true",
+            "-H", "@-", "--data", "'{\"c\":\"version\"}'", QuoteString(url), "||", "true",
         )
 
     def process(self, output: list[str]) -> dict[str, Any] | None:

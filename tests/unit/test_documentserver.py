@@ -256,3 +256,10 @@ def test_endpoints_bind_the_gateway_on_ds_hosts_only() -> None:
     assert bind_addresses(target("ds1")) == ["127.0.0.1", "198.19.0.1"]
     assert bind_addresses(target("lb1", ("lb",))) == ["127.0.0.1"]
     assert bind_addresses(target("ds1", docker_bip=None)) == ["127.0.0.1"]
+
+
+def test_version_fact_reads_the_token_from_stdin_not_argv() -> None:
+    from facts.documentserver import DsVersion
+
+    command = DsVersion().command(url="http://198.18.1.21:80/command").get_raw_value()
+    assert "-H @-" in command and "Bearer" not in command and "Authorization" not in command
