@@ -12,10 +12,15 @@ the managed environment, the named volumes and bind mounts, the published ports,
 policy, memory/CPU limits, hostname and the labels the deploy sets.  Then:
 
 * no container, or a difference: ``docker pull`` FIRST (a bad tag or an unreachable
-  registry fails here, while the old container still runs), then ``docker rm -f -v``
-  (``-v`` removes only anonymous volumes; named volumes keep Data, cache and logs),
-  then ``docker run -d`` with ``--env-file`` (the env with its secrets is never on a
-  command line: the caller writes the file with ``private_put``, mode 0600);
+  registry fails here, while the old container still runs); then, if the old container
+  runs, the caller's ``drain`` shell snippet (``$1`` = container name; it must bound its
+  own wait, and its stdout lines are logged in the deploy output; a failure is logged and
+  tolerated) and ``docker stop -t <stop_grace>`` (SIGTERM, so the image's own shutdown
+  runs; SIGKILL only after the grace); then ``docker rm -v`` (a container that was not
+  running: ``docker rm -f -v``, nothing to drain) (``-v`` removes only
+  anonymous volumes; named volumes keep Data, cache and logs), then ``docker run -d``
+  with ``--env-file`` (the env with its secrets is never on a command line: the caller
+  writes the file with ``private_put``, mode 0600);
 * same spec, container stopped: ``docker start``;
 * otherwise nothing.
 
@@ -31,7 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyinfra import host, logger, state
-from pyinfra.api import QuoteString, StringCommand, operation
+from pyinfra.api import FunctionCommand, QuoteString, StringCommand, operation
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 from pyinfra.api.state import StateStage
 
 from facts.documentserver import DsContainer
@@ -175,9 +181,30 @@ def spec_differences(current: dict[str, Any] | None, wanted: ContainerSpec) -> l
     return reasons
 
 
+def run_drain(state: Any, host: Any, container_name: str, drain: str) -> bool:
+    """Run the ``drain`` snippet on the host (as the operation's user: sudo) and log what it printed.
+
+    A FunctionCommand, not a StringCommand, so its report (e.g. how many sessions remained)
+    is in the deploy output without -v.  Always True: a node that cannot be drained (an
+    older image, a hung service) is still replaced; ``docker stop`` follows.
+    """
+    arguments = {k: v for k, v in (host.current_op_global_arguments or {}).items() if k in CONNECTOR_ARGUMENT_KEYS}
+    ok, output = host.run_shell_command(
+        StringCommand("sh", "-c", QuoteString(drain), "drain", QuoteString(container_name)), **arguments)
+    for line in output.stdout_lines:
+        logger.info(f"{host.print_prefix}container {container_name}: {line}")
+    if not ok:
+        logger.warning(f"{host.print_prefix}container {container_name}: drain failed ({' / '.join(output.stderr_lines[-3:])}); stopping anyway")
+    return True
+
+
 @operation()
-def container(spec: ContainerSpec):
-    """Create, recreate (only on a difference) or start the container of ``spec``; see the module docstring."""
+def container(spec: ContainerSpec, drain: str | None = None, stop_grace: int = 10):
+    """Create, recreate (only on a difference) or start the container of ``spec``; see the module docstring.
+
+    ``drain``: shell run on the host before a RUNNING container is replaced (``$1`` is its
+    name); ``stop_grace``: seconds ``docker stop`` waits after SIGTERM before SIGKILL.
+    """
     current = host.get_fact(DsContainer, container=spec.name, env_keys=spec.env_keys)
     reasons = spec_differences(current, spec)
     if reasons:
@@ -186,7 +213,14 @@ def container(spec: ContainerSpec):
         # Pull first: a bad tag or an unreachable registry fails before the old container goes.
         yield StringCommand("docker", "pull", "-q", QuoteString(spec.image), ">/dev/null")
         if current is not None:
-            yield StringCommand("docker", "rm", "-f", "-v", QuoteString(spec.name), ">/dev/null")
+            if current["running"]:
+                if drain:
+                    yield FunctionCommand(run_drain, (spec.name, drain), {})
+                yield StringCommand("docker", "stop", "-t", str(int(stop_grace)), QuoteString(spec.name), ">/dev/null")
+                yield StringCommand("docker", "rm", "-v", QuoteString(spec.name), ">/dev/null")
+            else:
+                # Not running (exited, or in a restart loop): nothing to drain or stop gracefully.
+                yield StringCommand("docker", "rm", "-f", "-v", QuoteString(spec.name), ">/dev/null")
         yield StringCommand(spec.run_command(), ">/dev/null")
     elif not current["running"]:
         yield StringCommand("docker", "start", QuoteString(spec.name), ">/dev/null")

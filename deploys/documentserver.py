@@ -14,7 +14,17 @@ this deploy):
   entrypoint wait for a remote data container.
 * table-reset trap: on a version change (release date differs from
   ``Data/.private/ds_release_date``) start-up runs ``removetbl.sql`` on ITS database:
-  only the changed, drained node's tables are recreated.
+  only the changed node's tables are recreated.
+
+Replacing a running container drains it first (``drain_script``, run by
+deploys/containers.py after the new image is pulled): ``PUT /internal/cluster/pre-stop``
+inside the container (node-local, 9.2+; its failure is tolerated), then ``GET
+/internal/connections/edit`` every second until it is 0 or ``ds_drain_seconds`` have
+passed (the deploy output says how many editing sessions remained), then ``docker stop -t
+ds_stop_grace_seconds``: the entrypoint's SIGTERM trap runs and reaches only this node's
+vhost.  Sessions still open after the drain bound are cut by the stop, and a version change
+then drops their unsaved changes with this node's tables: raise ``ds_drain_seconds`` (or
+move documents away first) when that matters.
 
 The container: image ``<ds_image>:<ds_version>[@<ds_image_digest>]`` from the private
 registry (the docker layer logs root in); env from a 0600 env-file (never on a command
@@ -111,6 +121,10 @@ DS_DEFAULTS: dict[str, Any] = {
     # for the database), and the report for /healthcheck to say true after a (re)start.
     "ds_start_deadline": 180,
     "ds_settle_seconds": 180,
+    # Replacing a running container: seconds to wait for its editing sessions to end after
+    # pre-stop (0: do not wait), then docker stop's grace before SIGKILL.
+    "ds_drain_seconds": 60,
+    "ds_stop_grace_seconds": 30,
 }
 
 _REPO = re.compile(r"^[a-z0-9]+([._:/-][a-z0-9]+)*$")
@@ -169,6 +183,11 @@ def input_problems(target: Any) -> list[str]:
         nano_cpus(_value(target, "ds_cpus"))
     except (TypeError, ValueError):
         problems.append(f"{name}: ds_cpus: {_value(target, 'ds_cpus')!r} is not a positive number; fix: e.g. 2 or unset")
+    for key, low in (("ds_drain_seconds", 0), ("ds_stop_grace_seconds", 1)):
+        seconds = _value(target, key)
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or not low <= seconds <= 3600:
+            problems.append(f"{name}: {key}: {seconds!r} is not a whole number of seconds from {low} to 3600; "
+                            f"fix: e.g. {DS_DEFAULTS[key]}")
     if not isinstance(_value(target, "ds_example_enabled"), bool):
         problems.append(f"{name}: ds_example_enabled: must be true or false; fix: --data ds_example_enabled=true|false")
     extra = _value(target, "ds_extra_env")
@@ -297,6 +316,28 @@ def example_script(container_name: str, enabled: bool, deadline: int) -> str:
     )
 
 
+def drain_script(seconds: int) -> str:
+    """Shell run on the DS host (``$1`` = container) before a running container is replaced.
+
+    pre-stop (node-local, 9.2+) then a bounded wait for ``connections/edit`` to reach 0;
+    it always exits 0 and prints one line saying how the drain ended (deploys/containers.py
+    logs it).  Port 8000 is reached from inside the container only (never published).
+    """
+    return (
+        'c="$1"; '
+        "docker exec \"$c\" curl -sf -m 5 -X PUT http://localhost:8000/internal/cluster/pre-stop >/dev/null 2>&1 "
+        "&& echo 'drain: pre-stop sent' || echo 'drain: pre-stop not accepted (Document Server before 9.2?), waiting anyway'; "
+        f"end=$(($(date +%s) + {int(seconds)})); "
+        "while :; do "
+        "n=$(docker exec \"$c\" curl -sf -m 5 http://localhost:8000/internal/connections/edit 2>/dev/null); "
+        "case \"$n\" in ''|*[!0-9]*) echo \"drain: connections/edit did not answer a number ($n); stopping\"; exit 0;; esac; "
+        "if [ \"$n\" -eq 0 ]; then echo 'drain: no editing session left; stopping'; exit 0; fi; "
+        f"if [ \"$(date +%s)\" -ge \"$end\" ]; then echo \"drain: $n editing session(s) still open after {int(seconds)} s "
+        "(ds_drain_seconds); stopping anyway\"; exit 0; fi; "
+        "sleep 1; done"
+    )
+
+
 @operation()
 def example(container_name: str, enabled: bool, deadline: int = 180):
     """The test example on (autostart=true, running) or off (autostart=false, stopped)."""
@@ -332,7 +373,9 @@ def documentserver() -> None:
                     dest=LOCAL_CONFIG, user="root", group="root", mode="644")
     else:
         files.file(name="No Sentinel config (community edition)", path=LOCAL_CONFIG, present=False)
-    container(name=f"Document Server container ({image_ref(host)})", spec=container_spec(host, env, config_text))
+    container(name=f"Document Server container ({image_ref(host)})", spec=container_spec(host, env, config_text),
+              drain=drain_script(int(_value(host, "ds_drain_seconds"))),
+              stop_grace=int(_value(host, "ds_stop_grace_seconds")))
     example(name=f"Test example {'on' if _value(host, 'ds_example_enabled') else 'off'}", container_name=CONTAINER,
             enabled=bool(_value(host, "ds_example_enabled")), deadline=int(_value(host, "ds_start_deadline")))
 

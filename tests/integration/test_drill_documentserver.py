@@ -8,10 +8,12 @@ of the node it changed), so later tests see a healthy lab.  Run by hand with
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from benchmarks.redis_failover import lab_lock
 from tests.integration.deploytools import changed_operations, explain, output_of, report_lines
@@ -73,6 +75,8 @@ def test_changed_env_recreates_only_that_node_and_a_rerun_does_not(exclusive: di
         result = deploy_ds(pyinfra_cli, "--limit", "ds3", "--data", "ds_jwt_header=AuthorizationX")
         assert result.returncode == 0, explain(result)
         assert _container_changes(output_of(result)) == "1", changed_operations(output_of(result))
+        # The old container was drained (nothing open on ds3) and stopped, not killed.
+        assert "[ds3]" in output_of(result) and "drain: no editing session left; stopping" in output_of(result), explain(result)
         changed = container_id(lab, "ds3")
         assert changed != before["ds3"]
         assert report_lines(output_of(result))[("ds3", "documentserver")].startswith("OK "), explain(result)
@@ -166,19 +170,40 @@ def test_stopping_one_node_leaves_the_others_accepting_editors(exclusive: dict[s
     assert accepts_editors(lab, "ds1") is True and inactive(lab, "ds1") is False
 
 
+def _closed(ws: Any, deadline: float = 15) -> bool:
+    """Whether the server has closed ``ws`` (reads until it closes or ``deadline`` passes)."""
+    end = time.monotonic() + deadline
+    try:
+        while time.monotonic() < end:
+            ws.recv(timeout=max(0.1, end - time.monotonic()))
+    except ConnectionClosed:
+        return True
+    except TimeoutError:
+        return False
+    return False
+
+
 def test_version_change_on_one_node_keeps_the_other_nodes_tables(exclusive: dict[str, Any], pyinfra_cli) -> None:
-    """ds1 to 9.3.1.2 resets ds1's tables only; ds2's rows and open editing session survive."""
+    """ds1 to 9.3.1.2 drains ds1 (bounded), resets ds1's tables only; ds2's rows and open session survive.
+
+    An editor stays open on ds1 itself: the drain reports it still open after the (small)
+    ds_drain_seconds, and the graceful stop closes it.
+    """
     lab = exclusive
     key2, key1 = f"doc2-{int(time.time())}", f"doc1-{int(time.time())}"
-    with editor(lab, "ds2", key2) as ws2:
+    with editor(lab, "ds2", key2) as ws2, editor(lab, "ds1", key1) as ws1:
         ids = [send_change(ws2, f"change {n}") for n in range(3)]
         assert ids == [0, 1, 2]
-        with editor(lab, "ds1", key1) as ws1:
-            send_change(ws1, "ds1's own change")
+        send_change(ws1, "ds1's own change")
         assert doc_changes(lab, "onlyoffice_ds1", key1) == 1
         try:
-            result = deploy_ds(pyinfra_cli, "--limit", "ds1", "--data", "ds_version=9.3.1.2")
+            result = deploy_ds(pyinfra_cli, "--limit", "ds1", "--data", "ds_version=9.3.1.2", "--data", "ds_drain_seconds=3")
             assert result.returncode == 0, explain(result)
+            output = output_of(result)
+            assert "container onlyoffice-documentserver: drain: pre-stop sent" in output, explain(result)
+            assert re.search(r"drain: [1-9][0-9]* editing session\(s\) still open after 3 s \(ds_drain_seconds\); "
+                             r"stopping anyway", output), explain(result)
+            assert _closed(ws1), "the editor on ds1 survived the replacement of its container"
             line = report_lines(output_of(result))[("ds1", "documentserver")]
             assert line.startswith("OK documentserver-ee:9.3.1.2 running, healthcheck true, version 9.3.1.2"), line
             logs = container_logs(lab, "ds1")

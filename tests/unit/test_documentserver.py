@@ -176,6 +176,8 @@ def test_good_inputs_pass() -> None:
     ({"ds_cpus": -1}, "ds_cpus"), ({"ds_example_enabled": "yes"}, "ds_example_enabled"),
     ({"docker_bip": None}, "docker_bip"), ({"docker_bip": "nope"}, "docker_bip"),
     ({"ds_extra_env": {"lower": "x"}}, "ds_extra_env"),
+    ({"ds_drain_seconds": -1}, "ds_drain_seconds"), ({"ds_drain_seconds": "60"}, "ds_drain_seconds"),
+    ({"ds_stop_grace_seconds": 0}, "ds_stop_grace_seconds"), ({"ds_stop_grace_seconds": True}, "ds_stop_grace_seconds"),
 ])
 def test_each_bad_input_names_host_field_and_fix(data: dict[str, Any], field: str) -> None:
     problems = ds.input_problems(target(**data))
@@ -256,6 +258,44 @@ def test_endpoints_bind_the_gateway_on_ds_hosts_only() -> None:
     assert bind_addresses(target("ds1")) == ["127.0.0.1", "198.19.0.1"]
     assert bind_addresses(target("lb1", ("lb",))) == ["127.0.0.1"]
     assert bind_addresses(target("ds1", docker_bip=None)) == ["127.0.0.1"]
+
+
+def _run_drain(tmp_path, counts: list[int], seconds: int, pre_stop_ok: bool = True) -> tuple[str, str]:
+    """drain_script under sh with a fake ``docker`` that answers connections/edit from ``counts``."""
+    state = tmp_path / "counts"
+    state.write_text(" ".join(str(c) for c in counts))
+    calls = tmp_path / "calls"
+    fake = tmp_path / "docker"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f"echo \"$*\" >> {calls}\n"
+        "case \"$*\" in\n"
+        f"  *pre-stop*) exit {0 if pre_stop_ok else 7};;\n"
+        f"  *connections/edit*) set -- $(cat {state}); echo \"$1\"; [ $# -gt 1 ] && shift; echo \"$*\" > {state};;\n"
+        "esac\n")
+    fake.chmod(0o755)
+    result = subprocess.run(["sh", "-c", ds.drain_script(seconds), "drain", "onlyoffice-documentserver"],
+                            env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout, calls.read_text()
+
+
+def test_drain_sends_pre_stop_then_waits_for_sessions_to_end(tmp_path) -> None:
+    out, calls = _run_drain(tmp_path, [2, 1, 0], seconds=30)
+    assert calls.splitlines()[0].startswith("exec onlyoffice-documentserver curl") and "PUT" in calls.splitlines()[0]
+    assert "pre-stop" in calls.splitlines()[0] and calls.count("connections/edit") == 3
+    assert out.splitlines() == ["drain: pre-stop sent", "drain: no editing session left; stopping"]
+
+
+def test_drain_gives_up_after_its_bound_and_says_how_many_remained(tmp_path) -> None:
+    out, _ = _run_drain(tmp_path, [1], seconds=1, pre_stop_ok=False)
+    assert "pre-stop not accepted" in out
+    assert out.splitlines()[-1] == "drain: 1 editing session(s) still open after 1 s (ds_drain_seconds); stopping anyway"
+
+
+def test_drain_does_not_wait_when_the_service_does_not_answer(tmp_path) -> None:
+    out, _ = _run_drain(tmp_path, [], seconds=30)
+    assert out.splitlines()[-1].startswith("drain: connections/edit did not answer a number")
 
 
 def test_version_fact_reads_the_token_from_stdin_not_argv() -> None:
