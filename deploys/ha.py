@@ -10,7 +10,7 @@
 from pyinfra import host, inventory
 
 from deploys.inventory_check import check_pyinfra_inventory
-from deploys.layers import selected_layers
+from deploys.layers import layer_converged, selected_layers
 from deploys.report import report
 
 # pyinfra runs this file once per host; the inventory is the same each time.
@@ -21,8 +21,15 @@ _layers = selected_layers(host.data.get("layers"))
 # operation by the call stack's line numbers only (not file names), so without it two layer
 # modules with an operation on the same line become ONE operation across hosts (seen:
 # loadbalancer.py:433 and rabbitmq.py:433, "Cannot have different values for `_serial`").
+#
+# layer_converged() runs on EVERY host after each layer: pyinfra orders operations by a graph
+# of each host's own call order, so operations of layers on disjoint groups interleave (seen:
+# the Document Server container was created, and waited for its database, before the postgres
+# layer on the data hosts had made that database). One operation shared by all hosts after
+# each layer makes every host finish layer N before any host starts layer N+1.
 for _layer in host.loop(_layers):
     if _layer.applies(host):
         _layer.deploy()()
+    layer_converged(name=f"Layer {_layer.name} converged on every host", layer=_layer.name)
 
 report(layers=[layer.name for layer in _layers])
