@@ -40,6 +40,7 @@ the VIP on one LB; a track script drops it when this LB's nginx stops answering 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import ipaddress
 import re
 import zlib
@@ -63,6 +64,8 @@ CONF_DIR = "/etc/nginx/onlyoffice-ha"
 CANDIDATE_DIR = "/etc/nginx/onlyoffice-ha-candidate"
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
 KEEPALIVED_CANDIDATE = "/etc/keepalived/keepalived.conf.candidate"
+KEEPALIVED_DROPIN = "/etc/systemd/system/keepalived.service.d/ooha-after-nginx.conf"
+KEEPALIVED_AFTER_NGINX = "# Managed by onlyoffice-ha: the track script's first run must find nginx up.\n[Unit]\nAfter=nginx.service\n"
 LUA_MODULE = "ooha_shard.lua"
 
 LOADBALANCER_DEFAULTS: dict[str, Any] = {
@@ -476,6 +479,13 @@ def loadbalancer() -> None:
         name="keepalived configuration", src=str(TEMPLATES / "keepalived.conf.j2"), dest=KEEPALIVED_CONF,
         user="root", group="root", mode="644", jinja_env_kwargs=dict(JINJA), **variables,
     )
+    # At boot keepalived starts after nginx: the track script's first run then finds nginx up,
+    # so a restarted LB is a valid backup at once, not in FAULT until the script rises (~4 s).
+    ka_order = files.put(
+        name="keepalived starts after nginx", src=io.StringIO(KEEPALIVED_AFTER_NGINX), dest=KEEPALIVED_DROPIN,
+        user="root", group="root", mode="644",
+    )
+    systemd.daemon_reload(name="Reload systemd units (keepalived after nginx)", _if=ka_order.did_change)
     systemd.service(name="keepalived running and enabled", service="keepalived.service", running=True, enabled=True)
     systemd.service(name="Reload keepalived (configuration changed)", service="keepalived.service", reloaded=True,
                     _if=ka_live.did_change)
