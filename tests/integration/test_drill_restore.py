@@ -92,6 +92,29 @@ def test_point_in_time_restore_keeps_exactly_the_rows_written_before_the_target(
             leave_healthy(lab, pyinfra_cli)
 
 
+def test_forced_restore_the_repository_cannot_serve_leaves_every_member_running(
+        backup_lab: dict[str, Any], pyinfra_cli) -> None:
+    """restore_host's repository check fails (target before the oldest backup): no member's
+    Patroni is stopped or masked, the cluster keeps its leader and timeline."""
+    lab = backup_lab
+    with lab_lock():
+        try:
+            before = wait_healthy(lab)
+            result = restore(pyinfra_cli, "restore_target_time=2020-01-01T00:00:00Z", "restore_force=true")
+            assert result.returncode != 0 and "is before the end of the oldest backup" in output_of(result), \
+                explain(result)
+            for name in DATA_HOSTS:
+                rc, out = ssh(lab, name, "systemctl is-active patroni; systemctl is-enabled patroni")
+                assert out.split() == ["active", "enabled"], f"{name}: {out}"
+            after = wait_healthy(lab, deadline=30)
+            assert (after["leader"], {m["timeline"] for m in after["members"]}) == \
+                (before["leader"], {m["timeline"] for m in before["members"]})
+        finally:
+            for name in DATA_HOSTS:
+                ssh(lab, name, "sudo systemctl unmask --runtime patroni.service; sudo systemctl start patroni.service")
+            leave_healthy(lab, pyinfra_cli)
+
+
 def _lose(lab: dict[str, Any], name: str) -> None:
     """Crash a member's PostgreSQL and Patroni (SIGKILL) and delete its data directory."""
     rc, out = ssh(lab, name, "sudo systemctl mask --runtime patroni.service && "
