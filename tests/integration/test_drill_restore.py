@@ -95,7 +95,9 @@ def test_point_in_time_restore_keeps_exactly_the_rows_written_before_the_target(
 def test_forced_restore_the_repository_cannot_serve_leaves_every_member_running(
         backup_lab: dict[str, Any], pyinfra_cli) -> None:
     """restore_host's repository check fails (target before the oldest backup): no member's
-    Patroni is stopped or masked, the cluster keeps its leader and timeline."""
+    Patroni is stopped or masked, the cluster keeps its leader and timeline.  (The check's
+    OperationError ends the whole run; the other members' gate on restore_host being active
+    matters for a failing shell step, such as the restore script, which fails only that host.)"""
     lab = backup_lab
     with lab_lock():
         try:
