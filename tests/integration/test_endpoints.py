@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from facts.haproxy import parse_stats_csv
+from tests.integration.pg_writer import cluster_view
 from tests.integration.conftest import connect, ssh
 from tests.integration.deploytools import deploy, output_of
 from tests.integration.test_rabbitmq import lab_lock, secrets, wait_for
@@ -89,7 +90,11 @@ def test_pg_endpoint_follows_a_switchover(converged: dict[str, Any]) -> None:
         rc, out = psql_ds1(converged, "select pg_is_in_recovery()", port=5433)
         assert rc == 0 and out.strip() == "t", out
         leader = wait_for(lambda: primary_server(converged, "pg-primary"), 30, "one pg primary")
-        candidate = next(n for n in ("data1", "data2", "data3") if n != leader)
+        # With synchronous_mode Patroni accepts a switchover only to the synchronous standby
+        # (to any other member it answers and then does nothing): ask which member that is.
+        view = cluster_view(converged)
+        assert view is not None and view["leader"] == leader, view
+        candidate = next(m["name"] for m in view["members"] if m["role"] == "sync_standby")
         rc, out = ssh(converged, leader, f"sudo patronictl -c /etc/patroni/config.yml switchover --candidate {candidate} --force")
         assert rc == 0, out
         started = time.monotonic()
