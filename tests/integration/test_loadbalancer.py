@@ -57,7 +57,7 @@ def test_both_lbs_run_a_valid_private_config_and_one_holds_the_vip(front: dict[s
         assert "640 root www-data /etc/nginx/onlyoffice-ha/ooha_shard.lua" in out, out
         assert "600 root root /etc/nginx/onlyoffice-ha/front.key" in out, out
         # at boot keepalived waits for nginx: a restarted LB is a valid backup at once
-        _, after = ssh(front, name, "systemctl show -p After keepalived.service")
+        _, after = ssh(front, name, "systemctl show -p After --value keepalived.service")
         assert "nginx.service" in after.split(), after
     assert vip_holder(front) in hosts_in(front, "lb")
 
