@@ -173,7 +173,11 @@ def archive_settings(target: Any) -> dict[str, Any]:
                 "archive_command": f"pgbackrest --stanza={stanza} archive-push %p",
                 "archive_timeout": f"{int(setting(target, 'pgbackrest_archive_timeout'))}s",
             },
-            "recovery_conf": {"restore_command": f'pgbackrest --stanza={stanza} archive-get %f "%p"'},
+            # A member that joins before this layer has installed pgBackRest on it (a new data
+            # host: the postgres layer runs first) must stream from the leader, not abort:
+            # PostgreSQL ends recovery on a restore_command exit of 126/127 (command not found),
+            # while exit 1 means "not in the archive" and it falls back to streaming.
+            "recovery_conf": {"restore_command": f'[ -x /usr/bin/pgbackrest ] && pgbackrest --stanza={stanza} archive-get %f "%p"'},
         },
     }
 

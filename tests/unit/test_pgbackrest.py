@@ -215,7 +215,7 @@ def test_archive_settings_go_to_patroni_dynamic_configuration() -> None:
     params = settings["postgresql"]["parameters"]
     assert params == {"archive_mode": "on", "archive_command": "pgbackrest --stanza=onlyoffice archive-push %p",
                       "archive_timeout": "45s"}
-    assert settings["postgresql"]["recovery_conf"]["restore_command"] == 'pgbackrest --stanza=onlyoffice archive-get %f "%p"'
+    assert settings["postgresql"]["recovery_conf"]["restore_command"] == '[ -x /usr/bin/pgbackrest ] && pgbackrest --stanza=onlyoffice archive-get %f "%p"'
 
 
 # --- restore.py inputs ------------------------------------------------------------------
