@@ -6,7 +6,7 @@ import contextlib
 import json
 import shlex
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import requests
@@ -15,6 +15,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from tests.integration.conftest import host_entry, ssh
 from tests.integration.deploytools import deploy, explain
+from tests.integration.pg_writer import wait_for  # noqa: F401  (re-exported: one poller for the DS tests)
 
 CONTAINER = "onlyoffice-documentserver"
 DOCS = ("ds1", "ds2", "ds3")
@@ -25,18 +26,6 @@ DATA_TIER = "etcd,postgres,redis,rabbitmq"
 
 def address(lab: dict[str, Any], host: str) -> str:
     return host_entry(lab, host)["address"]
-
-
-def wait_for(what: str, condition: Callable[[], Any], deadline: float, interval: float = 1.0) -> Any:
-    """Poll ``condition`` until truthy; fail with ``what`` and the last value at the deadline."""
-    end = time.monotonic() + deadline
-    last = None
-    while time.monotonic() < end:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {deadline:.0f} s waiting for {what} (last: {last!r})")
 
 
 def docker(lab: dict[str, Any], host: str, args: str, timeout: float = 120) -> tuple[int, str]:
