@@ -28,6 +28,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "onlyoffice-ha-checkout.pth").write_text("$(CURDIR)\n")'
 	@touch $@
 
 # Installs and starts the Docker engine if needed, builds the images, starts the lab

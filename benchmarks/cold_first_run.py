@@ -115,7 +115,7 @@ def main() -> int:
             Path(tmp, "state.json").write_text(json.dumps(twin_state))
             inventory = Path(tmp, "bench_inventory.py")
             inventory.write_text(
-                "from deploys.inventory_check import check_inventory_groups\n"
+                "from ooha.preflight import check_inventory_groups\n"
                 "from inventories.labstate import load_lab_groups\n"
                 f"from pathlib import Path\n_g = load_lab_groups(Path({tmp!r}))\n"
                 "all = _g['all']\nlb = _g['lb']\ndocs = _g['docs']\npostgres = _g['postgres']\n"

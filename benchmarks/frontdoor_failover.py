@@ -15,7 +15,7 @@
   health answer while its own services stop) is counted and printed apart: nginx cannot
   retry on a body.
 Settings that shape the figures: lb_vrrp_advert_int, lb_fail_timeout, lb_connect_timeout,
-lb_next_upstream_tries (deploys/loadbalancer.py).
+lb_next_upstream_tries (ooha/layers/loadbalancer.py).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.redis_failover import lab, lab_lock, lab_state  # noqa: E402
-from deploys.loadbalancer import hash_node  # noqa: E402
+from ooha.layers.loadbalancer import hash_node  # noqa: E402
 
 REQUEST_INTERVAL = 0.05
 """Seconds between two requests of the client loop: its request rate, not a wait for a condition."""

@@ -10,7 +10,7 @@ numbered keys about 20 times a second; the primary's host is stopped with
 every acknowledged key is then read back from the new primary ("writes lost"); the host
 is started again and the run ends once it is a replica of the new primary with its link
 up.  Prints one line per run, then the median.  Settings that shape the figure:
-redis_down_after_ms / redis_failover_timeout_ms in deploys/redis.py.
+redis_down_after_ms / redis_failover_timeout_ms in ooha/layers/redis.py.
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ from pyinfra import host, inventory
 from pyinfra.api import DeployError
 from pyinfra.operations import server
 
-from deploys.inventory_check import check_pyinfra_inventory
-from deploys.pgbackrest import BACKUP_SCRIPT
-from deploys.report import report
+from ooha.preflight import check_pyinfra_inventory
+from ooha.layers.pgbackrest import BACKUP_SCRIPT
+from ooha.report import report
 
 BACKUP_TYPES = ("full", "diff", "incr")
 

@@ -1,17 +1,17 @@
 """The main job: `pyinfra INVENTORY deploys/ha.py`.
 
-1. refuse an invalid inventory before any operation (deploys/inventory_check.py);
-2. converge each layer on the hosts of its group, in the order of deploys/layers.py
+1. refuse an invalid inventory before any operation (ooha/preflight.py);
+2. converge each layer on the hosts of its group, in the order of ooha/stack.py
    (``--data layers=redis,endpoints`` converges a subset; base always runs);
 3. validate the converged layers from facts at execute time and print the report
-   (deploys/report.py), exiting non-zero on any failure.
+   (ooha/report.py), exiting non-zero on any failure.
 """
 
 from pyinfra import host, inventory
 
-from deploys.inventory_check import check_pyinfra_inventory
-from deploys.layers import layer_converged, selected_layers
-from deploys.report import report
+from ooha.preflight import check_pyinfra_inventory
+from ooha.stack import layer_converged, selected_layers
+from ooha.report import report
 
 # pyinfra runs this file once per host; the inventory is the same each time.
 check_pyinfra_inventory(inventory)

@@ -8,7 +8,7 @@
 
 Refuses, before touching any host, to overwrite a healthy cluster unless forced, and an
 invalid target time.  Ends with one leader and streaming replicas, archiving to the
-repository again.  The steps and why: deploys/pgrestore.py.
+repository again.  The steps and why: ooha/pgrestore.py.
 """
 
 import datetime as dt
@@ -18,15 +18,15 @@ from pyinfra import host, inventory, state
 from pyinfra.api import DeployError
 from pyinfra.operations import files, server, systemd
 
-from deploys.inventory_check import check_pyinfra_inventory
-from deploys.pgbackrest import converge_archiving, install_pgbackrest, setting
-from deploys.pgrestore import (RESTORE_DEFAULTS, RESTORE_SCRIPT, healthy_cluster_refusal, input_problems,
+from ooha.preflight import check_pyinfra_inventory
+from ooha.layers.pgbackrest import converge_archiving, install_pgbackrest, setting
+from ooha.pgrestore import (RESTORE_DEFAULTS, RESTORE_SCRIPT, healthy_cluster_refusal, input_problems,
                                leader_wait_command, parse_bool, parse_target_time, pg_time, postgres_members,
                                repository_can_restore,
                                restore_host_name, wait_cluster_healthy)
-from deploys.report import report
-from deploys.templating import JINJA, TEMPLATES
-from facts.patroni import PatroniCluster
+from ooha.report import report
+from ooha.templating import JINJA, TEMPLATES
+from ooha.facts.patroni import PatroniCluster
 
 check_pyinfra_inventory(inventory)
 
@@ -52,7 +52,7 @@ if "postgres" in host.groups:
     _patronictl = "patronictl -c /etc/patroni/config.yml"
 
     install_pgbackrest()
-    files.template(name="Restore script", src=str(TEMPLATES / "pgbackrest-restore.sh.j2"), dest=RESTORE_SCRIPT,
+    files.template(name="Restore script", src=str(TEMPLATES / "pgbackrest/pgbackrest-restore.sh.j2"), dest=RESTORE_SCRIPT,
                    mode="755", jinja_env_kwargs=dict(JINJA), data_dir=_data_dir, stanza=_stanza,
                    pg_version=int(setting(host, "postgres_version")), pg_port=int(setting(host, "postgres_port")))
     # Every host gets every operation, in this order; ``_if`` picks who acts.  (Operations

@@ -1,4 +1,4 @@
-"""Restore one host's files from its restic repository (deploys/filebackup.py) into place.
+"""Restore one host's files from its restic repository (ooha/layers/filebackup.py) into place.
 
     pyinfra -y inventories/lab.py deploys/restore_files.py --data restore_host=ds1
     ... --data restore_snapshot=1a2b3c4d               a snapshot ID (default: latest)
@@ -26,9 +26,9 @@ from pyinfra.api import QuoteString, StringCommand
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import server
 
-from deploys.filebackup import GROUPS, SCRIPT
-from deploys.inventory_check import check_pyinfra_inventory
-from facts.filebackup import FileBackupStatus
+from ooha.layers.filebackup import GROUPS, SCRIPT
+from ooha.preflight import check_pyinfra_inventory
+from ooha.facts.filebackup import FileBackupStatus
 
 check_pyinfra_inventory(inventory)
 

@@ -7,9 +7,9 @@ Runs the inventory check and the report of every layer the main job deploys (or 
 
 from pyinfra import host, inventory
 
-from deploys.inventory_check import check_pyinfra_inventory
-from deploys.layers import selected_layers
-from deploys.report import report
+from ooha.preflight import check_pyinfra_inventory
+from ooha.stack import selected_layers
+from ooha.report import report
 
 check_pyinfra_inventory(inventory)
 

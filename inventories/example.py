@@ -17,8 +17,8 @@ Secrets are never written here: they are loaded from ``$OOHA_SECRETS_FILE``
 (default /etc/onlyoffice-ha/secrets.yml), a YAML mapping that must be mode 0600.
 """
 
-from deploys.inventory_check import check_inventory_groups
-from inventories.secrets import load_production_secrets
+from ooha.preflight import check_inventory_groups
+from ooha.secrets import load_production_secrets
 
 # --- connection defaults --------------------------------------------------------------
 # The deploy logs in as an unprivileged user with passwordless sudo (config.py sets
@@ -67,7 +67,7 @@ _HOSTS = [
 
 # --- global data (the "all" group) ----------------------------------------------------
 # Each key is documented in the data_defaults of the layer that reads it
-# (deploys/base.py for these).  Omitted keys take those defaults.
+# (ooha/layers/base.py for these).  Omitted keys take those defaults.
 _GLOBAL_DATA = {
     # apt caching proxy (apt-cacher-ng) or None to fetch from the mirrors directly.
     "apt_proxy": None,
@@ -75,9 +75,9 @@ _GLOBAL_DATA = {
     "ntp_servers": ["0.debian.pool.ntp.org", "1.debian.pool.ntp.org"],
     # Real machines may step and slew their clock (containers may not).
     "chrony_may_set_clock": True,
-    # Kernel-wide sysctls, on top of deploys/base.py's defaults; {} keeps the defaults.
+    # Kernel-wide sysctls, on top of ooha/layers/base.py's defaults; {} keeps the defaults.
     # "sysctl_host_baseline": {"vm.swappiness": 10, "vm.overcommit_memory": 1},
-    # Docker engine on the Document Server hosts (deploys/docker.py documents every key).
+    # Docker engine on the Document Server hosts (ooha/layers/docker.py documents every key).
     # Pick ranges unused anywhere in your networks (VPNs, peered VPCs, offices): there is
     # no default bridge address on purpose (Docker's 172.17.0.0/16 clashes with many).
     "docker_bip": "10.200.0.1/24",
@@ -89,7 +89,7 @@ _GLOBAL_DATA = {
     # and registry_password (required once this is set).  The CA file is read on this machine.
     # "docker_registry": "registry.example.net:5000",
     # "docker_registry_ca": "/etc/onlyoffice-ha/registry-ca.crt",
-    # Document Server (deploys/documentserver.py documents every key): one container per DS
+    # Document Server (ooha/layers/documentserver.py documents every key): one container per DS
     # host, image <ds_image>:<ds_version> (pinned tag; ds_image_digest optional) from the
     # registry above.  ee/de share Redis via Sentinel; community warns on several nodes.
     "ds_image": "onlyoffice/documentserver-ee",
@@ -97,13 +97,13 @@ _GLOBAL_DATA = {
     "ds_edition": "ee",
     # The test example (never in production): False -> /example/ answers 502 by design.
     "ds_example_enabled": False,
-    # Front door (deploys/loadbalancer.py documents every key): the VIP keepalived moves
+    # Front door (ooha/layers/loadbalancer.py documents every key): the VIP keepalived moves
     # between the LBs, and the TLS chain + key nginx serves (files on this machine).
     "lb_vip": "203.0.113.100/24",
     "lb_tls_certificate": "/etc/onlyoffice-ha/tls/front.crt",
     "lb_tls_key": "/etc/onlyoffice-ha/tls/front.key",
     # "lb_vrrp_router_id": 51,   # unique per VRRP segment
-    # PostgreSQL backups (deploys/pgbackrest.py documents every key): pgBackRest into S3,
+    # PostgreSQL backups (ooha/layers/pgbackrest.py documents every key): pgBackRest into S3,
     # encrypted with secret pgbackrest_cipher_pass; keys s3_access_key/s3_secret_key.
     "pgbackrest_s3_endpoint": "https://s3.eu-west-1.amazonaws.com",
     "pgbackrest_s3_bucket": "example-onlyoffice-backups",

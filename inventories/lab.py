@@ -6,7 +6,7 @@ Reads the lab's state (``$OOHA_LAB_DIR`` or ``<repo>/.lab``, written by
 against the known_hosts file the lab wrote (never trust-on-first-use).
 """
 
-from deploys.inventory_check import check_inventory_groups
+from ooha.preflight import check_inventory_groups
 from inventories.labstate import load_lab_groups
 
 _groups = load_lab_groups()

@@ -13,7 +13,7 @@ from typing import Any
 
 from pyinfra.api.exceptions import PyinfraError
 
-from inventories.secrets import load_secrets
+from ooha.secrets import load_secrets
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAB_DIR_ENV = "OOHA_LAB_DIR"
@@ -108,7 +108,7 @@ def global_data(state: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any
         "sysctl_host_baseline": {},
         "lab_ca_cert": state.get("ca_cert"),
         "lab_services": dict(services),
-        # The deploy CA (deploys/pki.py) lives beside the lab's other state.
+        # The deploy CA (ooha/pki.py) lives beside the lab's other state.
         "pki_dir": str(Path(state.get("state_dir") or lab_dir()) / "pki"),
         # Docker engines inside lab hosts use 198.19.0.0/16 only (docs/architecture.md).
         "docker_bip": "198.19.0.1/24",
@@ -117,7 +117,7 @@ def global_data(state: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any
         "docker_registry_ca": state.get("ca_cert"),
         # Document Server: the stand-in image in the lab registry, its first tag (9.3.0.1).
         **ds_image_data(state),
-        # pgBackRest's repository (deploys/pgbackrest.py): the lab S3 on svc1 (moto, path style).
+        # pgBackRest's repository (ooha/layers/pgbackrest.py): the lab S3 on svc1 (moto, path style).
         # Its certificate names svc1 (DNS) and the address (IP SAN); pgBackRest 2.45 checks DNS
         # names only, so it talks to "svc1" and connects to the address.
         "pgbackrest_s3_endpoint": _with_host(services.get("s3_endpoint"), "svc1"),
@@ -126,13 +126,13 @@ def global_data(state: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any
         "pgbackrest_s3_region": services.get("s3_region"),
         "pgbackrest_s3_uri_style": "path",
         "pgbackrest_s3_ca_cert": state.get("ca_cert"),
-        # File backups (deploys/filebackup.py): restic, one repository per host under this prefix.
+        # File backups (ooha/layers/filebackup.py): restic, one repository per host under this prefix.
         # restic (Go) checks the certificate's IP SAN, so the address works directly.
         "filebackup_repository_prefix": f"s3:{services.get('s3_endpoint')}/{services.get('s3_bucket')}/files",
         "filebackup_s3_region": services.get("s3_region"),
         "filebackup_s3_ca_cert": state.get("ca_cert"),
         "secrets": secrets,
-        # The front door (deploys/loadbalancer.py): the VIP and the certificate from the lab CA.
+        # The front door (ooha/layers/loadbalancer.py): the VIP and the certificate from the lab CA.
         **({"lb_vip": front["vip"], "lb_tls_certificate": front["tls_certificate"], "lb_tls_key": front["tls_key"]}
            if (front := state.get("front")) else {}),
     }

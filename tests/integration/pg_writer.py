@@ -37,7 +37,7 @@ def put_private_file(lab: dict[str, Any], host: str, path: str, content: str) ->
 
 def cluster_view(lab: dict[str, Any], hosts: tuple[str, ...] = DATA_HOSTS) -> dict[str, Any] | None:
     """Patroni's /cluster from the first of ``hosts`` that answers, plus each member's own role."""
-    from facts.patroni import _CLUSTER_SCRIPT, parse_patroni_cluster
+    from ooha.facts.patroni import _CLUSTER_SCRIPT, parse_patroni_cluster
 
     for name in hosts:
         try:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from facts.haproxy import parse_stats_csv
+from ooha.facts.haproxy import parse_stats_csv
 from tests.integration.pg_writer import cluster_view
 from tests.integration.conftest import connect, ssh
 from tests.integration.deploytools import deploy, output_of
@@ -82,7 +82,7 @@ def test_broken_config_never_goes_live(converged: dict[str, Any], pyinfra_cli) -
         assert repaired.returncode == 0, output_of(repaired)[-3000:]
 
 
-@pytest.mark.skipif(placeholder("deploys.postgres"), reason="the PostgreSQL layer is still a placeholder")
+@pytest.mark.skipif(placeholder("ooha.layers.postgres"), reason="the PostgreSQL layer is still a placeholder")
 def test_pg_endpoint_follows_a_switchover(converged: dict[str, Any]) -> None:
     with lab_lock():
         rc, out = psql_ds1(converged, "select pg_is_in_recovery()")
@@ -103,7 +103,7 @@ def test_pg_endpoint_follows_a_switchover(converged: dict[str, Any]) -> None:
         print(f"pg endpoint followed the switchover in {time.monotonic() - started:.1f} s")
 
 
-@pytest.mark.skipif(placeholder("deploys.redis"), reason="the Redis layer is still a placeholder")
+@pytest.mark.skipif(placeholder("ooha.layers.redis"), reason="the Redis layer is still a placeholder")
 def test_redis_endpoint_follows_a_sentinel_failover(converged: dict[str, Any]) -> None:
     with lab_lock():
         rc, out = redis_ds1(converged, "ROLE")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from deploys.inventory_check import REQUIRED_SECRETS
+from ooha.preflight import REQUIRED_SECRETS
 
 SECRETS = {key: f"s3cr3t-{key}" for key in REQUIRED_SECRETS}
 
@@ -51,7 +51,7 @@ def test_check_in_ha_py_stops_before_any_operation(tmp_path: Path, pyinfra_cli) 
     secrets = _secrets_file(tmp_path, SECRETS)
     inventory = tmp_path / "fake_inventory.py"
     inventory.write_text(textwrap.dedent(f"""
-        from inventories.secrets import load_secrets
+        from ooha.secrets import load_secrets
 
         def _h(name, az, address):
             data = {{"ssh_hostname": address, "private_address": address, "fake_delay": 0}}

@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 
-from deploys.inventory_check import REQUIRED_SECRETS as MAIN_JOB_SECRETS
+from ooha.preflight import REQUIRED_SECRETS as MAIN_JOB_SECRETS
 from tests.integration.conftest import connect, host_entry, lab_cli, reaches, ssh
 
 pytestmark = pytest.mark.lab

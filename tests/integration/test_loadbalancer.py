@@ -17,7 +17,7 @@ import requests
 
 from benchmarks.frontdoor_failover import get, hosts_in, vip, vip_holder
 from benchmarks.redis_failover import lab_lock
-from deploys.loadbalancer import CONF_DIR, LUA_MODULE, candidate_order, hash_node, lua_string
+from ooha.layers.loadbalancer import CONF_DIR, LUA_MODULE, candidate_order, hash_node, lua_string
 from tests.integration.conftest import ssh
 from tests.integration.deploytools import deploy, explain, output_of, report_lines
 from tests.integration.frontdoor import close_all, session, unique
@@ -135,7 +135,7 @@ def test_a_broken_candidate_never_goes_live(front: dict[str, Any], pyinfra_cli) 
 def test_a_502_at_the_front_door_is_diagnosed_from_the_lb_logs(front: dict[str, Any]) -> None:
     """The example is off on every node (ds_example_enabled False): /example/ answers 502
     through the front door, and the report's diagnosis names it from the LB's own logs."""
-    from facts.nginx import NginxLogTail, diagnose_502
+    from ooha.facts.nginx import NginxLogTail, diagnose_502
 
     marker = unique("example")
     response = get(front, f"/example/?probe={marker}", timeout=15)

@@ -110,7 +110,7 @@ def test_split_brain_guard_and_sentinel_settings(shared, redis_run) -> None:
 
 
 def haproxy_check(address: str, password: str) -> bool:
-    """The exact tcp-check sequence documented in deploys/redis.py, byte for byte."""
+    """The exact tcp-check sequence documented in ooha/layers/redis.py, byte for byte."""
     steps = [
         (f"AUTH {password}\r\n", re.compile(r"\+OK")),
         ("PING\r\n", re.compile(r"\+PONG")),

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from deploys.endpoints import redis_auth_hex
+from ooha.layers.endpoints import redis_auth_hex
 from tests.integration.conftest import ssh
 from tests.integration.deploytools import changed_operations, deploy, explain, output_of
 from tests.integration.test_rabbitmq import lab_lock
@@ -33,7 +33,7 @@ CONTROL = ("data3", "/usr/local/sbin/ooha-redis-cli")
 
 def _rabbit_non_seed(lab: dict[str, Any]) -> str:
     """The last RabbitMQ node: the seed (the only node that runs rabbitmqctl with the AMQP password
-    file) is the group's first (deploys/rabbitmq.py seed_host), so nothing reads the file here."""
+    file) is the group's first (ooha/layers/rabbitmq.py seed_host), so nothing reads the file here."""
     return [h["name"] for h in lab["hosts"] if "rabbitmq" in h["roles"]][-1]
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from deploys.base import BASE_DEFAULTS, wanted_sysctls
-from deploys.report import CheckResult, format_line, poll, register_check, registered_layers, run_checks
-from facts.base import AptProxyConfigured, TimeZoneName, parse_chrony_sources, parse_chrony_tracking
+from ooha.layers.base import BASE_DEFAULTS, wanted_sysctls
+from ooha.report import CheckResult, format_line, poll, register_check, registered_layers, run_checks
+from ooha.facts.base import AptProxyConfigured, TimeZoneName, parse_chrony_sources, parse_chrony_tracking
 
 TRACKING_SYNCED = """\
 Reference ID    : C6121A0A (198.18.20.10)
@@ -80,7 +80,7 @@ def test_report_line_shows_fix_only_on_failure() -> None:
 
 
 def test_base_registers_and_a_crashing_check_is_a_failure(monkeypatch) -> None:
-    from deploys import report as report_module
+    from ooha import report as report_module
 
     assert "base" in registered_layers()
 
@@ -118,7 +118,7 @@ def test_poll_stops_at_a_final_failure() -> None:
 
 
 def test_report_table_follows_inventory_order() -> None:
-    from deploys.report import report_table
+    from ooha.report import report_table
 
     results = {
         "ds1": [("base", CheckResult(True, "a"))],

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from deploys.docker import (
+from ooha.layers.docker import (
     DOCKER_KEYRING,
     daemon_config,
     daemon_json,
@@ -22,7 +22,7 @@ from deploys.docker import (
     packages_for,
     release_codename,
 )
-from facts.docker import parse_engine, registry_login_command
+from ooha.facts.docker import parse_engine, registry_login_command
 
 LAB = {
     "docker_bip": "198.19.0.1/24",
@@ -246,7 +246,7 @@ def test_registry_login_absent_without_entry_or_password_file(tmp_path: Path) ->
 
 
 def test_daemon_config_pending_compares_below_the_second() -> None:
-    from facts.docker import config_pending, parse_seconds
+    from ooha.facts.docker import config_pending, parse_seconds
 
     assert parse_seconds("1796207285.949596000") == 1796207285949596000
     assert parse_seconds("1796207285.9") == 1796207285900000000 and parse_seconds("1796207285") == 1796207285 * 10**9
@@ -262,7 +262,7 @@ def test_daemon_config_pending_compares_below_the_second() -> None:
 
 
 def test_daemon_config_pending_fact_reads_microsecond_times() -> None:
-    from facts.docker import DaemonConfigPending
+    from ooha.facts.docker import DaemonConfigPending
 
     command = DaemonConfigPending().command().get_raw_value()
     assert "--timestamp=us+utc" in command and "%s.%N" in command and "%.9Y" in command

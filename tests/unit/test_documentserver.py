@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from deploys import documentserver as ds
-from deploys.containers import ContainerSpec, Mount, Port, env_file_text, env_sha256, memory_bytes, nano_cpus, spec_differences
-from facts.documentserver import _INSPECT_SCRIPT, parse_example, parse_http
+from ooha.layers import documentserver as ds
+from ooha.ops.containers import ContainerSpec, Mount, Port, env_file_text, env_sha256, memory_bytes, nano_cpus, spec_differences
+from ooha.facts.documentserver import _INSPECT_SCRIPT, parse_example, parse_http
 
 SECRETS = {"jwt_secret": "j" * 32, "secure_link_secret": "s" * 32, "postgres_ds_password": "p@ss/word:1",
            "rabbitmq_password": "r@b:b/it?", "redis_password": "x" * 24, "redis_sentinel_password": "y" * 24}
@@ -253,7 +253,7 @@ def test_example_script_never_runs_supervisorctl_update() -> None:
 
 
 def test_endpoints_bind_the_gateway_on_ds_hosts_only() -> None:
-    from deploys.endpoints import bind_addresses
+    from ooha.layers.endpoints import bind_addresses
 
     assert bind_addresses(target("ds1")) == ["127.0.0.1", "198.19.0.1"]
     assert bind_addresses(target("lb1", ("lb",))) == ["127.0.0.1"]
@@ -299,7 +299,7 @@ def test_drain_does_not_wait_when_the_service_does_not_answer(tmp_path) -> None:
 
 
 def test_version_fact_reads_the_token_from_stdin_not_argv() -> None:
-    from facts.documentserver import DsVersion
+    from ooha.facts.documentserver import DsVersion
 
     command = DsVersion().command(url="http://198.18.1.21:80/command").get_raw_value()
     assert "-H @-" in command and "Bearer" not in command and "Authorization" not in command

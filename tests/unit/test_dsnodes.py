@@ -1,4 +1,4 @@
-"""Per-node names (deploys/dsnodes.py) and the data tier's per-node objects rendered from them."""
+"""Per-node names (ooha/dsnodes.py) and the data tier's per-node objects rendered from them."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import jinja2
 import pytest
 
-from deploys.dsnodes import docker_gateway, docs_hosts, node_database, node_redis_prefix, node_slug, node_vhost
-from deploys.templating import JINJA, TEMPLATES
+from ooha.dsnodes import docker_gateway, docs_hosts, node_database, node_redis_prefix, node_slug, node_vhost
+from ooha.templating import JINJA, TEMPLATES
 
 
 @pytest.mark.parametrize(("name", "slug"), [("ds1", "ds1"), ("DS-2.az2", "ds_2_az2"), ("node_7", "node_7")])
@@ -40,7 +40,7 @@ def test_docker_gateway() -> None:
 
 def _render_patroni(clients: list[dict]) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined, **JINJA)
-    return env.get_template("patroni.yml.j2").render(
+    return env.get_template("postgres/patroni.yml.j2").render(
         scope="onlyoffice", member_name="data1", address="198.18.1.31", rest_port=8008, rest_password="r" * 20,
         etcd_hosts=["198.18.1.31:2379"], pki="/etc/patroni/pki", dcs={"ttl": 12}, pg_port=5432,
         data_dir="/var/lib/postgresql/15/onlyoffice", pg_version=15, superuser_password="s" * 20,

@@ -9,8 +9,8 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from deploys.endpoints import redis_auth_hex
-from facts.haproxy import parse_stats_csv
+from ooha.layers.endpoints import redis_auth_hex
+from ooha.facts.haproxy import parse_stats_csv
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
@@ -56,7 +56,7 @@ def render(**overrides) -> str:
     }
     variables.update(overrides)
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    return env.from_string((TEMPLATES / "haproxy.cfg.j2").read_text()).render(**variables)
+    return env.from_string((TEMPLATES / "endpoints/haproxy.cfg.j2").read_text()).render(**variables)
 
 
 def test_template_has_each_endpoint_on_each_bind_address() -> None:

@@ -12,9 +12,9 @@ from typing import Any
 import jinja2
 import pytest
 
-from deploys.filebackup import SECRETS, backup_set, env_file, input_problems, repository, script_vars
-from deploys.templating import JINJA, TEMPLATES
-from facts.filebackup import parse_restic_time, parse_status
+from ooha.layers.filebackup import SECRETS, backup_set, env_file, input_problems, repository, script_vars
+from ooha.templating import JINJA, TEMPLATES
+from ooha.facts.filebackup import parse_restic_time, parse_status
 
 GOOD = {
     "filebackup_repository_prefix": "s3:https://198.18.20.10:9000/ooha-backups/files",
@@ -85,7 +85,7 @@ def _render(name: str, **variables: Any) -> str:
 
 @pytest.mark.parametrize("host, groups, ca", [("ds1", ("docs",), "/x/ca.crt"), ("lb1", ("lb",), None)])
 def test_script_renders_valid_shell_without_secrets(tmp_path: Path, host: str, groups: tuple[str, ...], ca: Any) -> None:
-    script = _render("ooha-filebackup.sh.j2", **script_vars(target(host, groups, filebackup_s3_ca_cert=ca, filebackup_s3_region="us-east-1")))
+    script = _render("filebackup/ooha-filebackup.sh.j2", **script_vars(target(host, groups, filebackup_s3_ca_cert=ca, filebackup_s3_region="us-east-1")))
     path = tmp_path / "ooha-filebackup"
     path.write_text(script)
     assert subprocess.run(["sh", "-n", str(path)], capture_output=True, timeout=10).returncode == 0
@@ -98,9 +98,9 @@ def test_script_renders_valid_shell_without_secrets(tmp_path: Path, host: str, g
 
 
 def test_units_render() -> None:
-    timer = _render("ooha-filebackup.timer.j2", on_calendar="*-*-* 02:30:00", randomized_delay="30min")
+    timer = _render("filebackup/ooha-filebackup.timer.j2", on_calendar="*-*-* 02:30:00", randomized_delay="30min")
     assert "OnCalendar=*-*-* 02:30:00" in timer and "Persistent=true" in timer and "WantedBy=timers.target" in timer
-    service = _render("ooha-filebackup.service.j2", script="/usr/local/sbin/ooha-filebackup", what="x")
+    service = _render("filebackup/ooha-filebackup.service.j2", script="/usr/local/sbin/ooha-filebackup", what="x")
     assert "Type=oneshot" in service and "ExecStart=/usr/local/sbin/ooha-filebackup backup" in service
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deploys.inventory_check import (
+from ooha.preflight import (
     REQUIRED_GROUPS,
     REQUIRED_SECRETS,
     HostSpec,

@@ -1,9 +1,9 @@
-"""The layer order and the ``layers`` subset selector (deploys/layers.py)."""
+"""The layer order and the ``layers`` subset selector (ooha/stack.py)."""
 
 import pytest
 
-from deploys.inventory_check import HostSpec, check_layers
-from deploys.layers import LAYER_NAMES, parse_layers, selected_layers
+from ooha.preflight import HostSpec, check_layers
+from ooha.stack import LAYER_NAMES, parse_layers, selected_layers
 
 
 def test_data_tier_converges_before_the_endpoints_that_point_at_it() -> None:

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-import deploys.loadbalancer as lb
-from facts.nginx import diagnose_502, parse_config_test, parse_ip_addr, parse_probe, parse_upstreams
+import ooha.layers.loadbalancer as lb
+from ooha.facts.nginx import diagnose_502, parse_config_test, parse_ip_addr, parse_probe, parse_upstreams
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 NODES = [("ds1", "198.18.1.21"), ("ds2", "198.18.2.21"), ("ds3", "198.18.3.21")]
@@ -181,7 +181,7 @@ def test_missing_redis_password_is_refused(lab_like) -> None:
 
 
 def test_nginx_template_shard_and_all_upstreams_and_front_door_rules(lab_like) -> None:
-    text = render("lb-nginx.conf.j2", lb.nginx_vars(lab_like["lb1"], lb.CANDIDATE_DIR))
+    text = render("loadbalancer/lb-nginx.conf.j2", lb.nginx_vars(lab_like["lb1"], lb.CANDIDATE_DIR))
     shard = text.split("upstream ds_shard {")[1].split("\n  }")[0]
     assert "balancer_by_lua_block { ooha_shard.balance() }" in shard
     every = text.split("upstream ds_all {")[1].split("}")[0]
@@ -210,7 +210,7 @@ def test_nginx_template_shard_and_all_upstreams_and_front_door_rules(lab_like) -
 
 
 def test_lua_template_holds_nodes_and_an_escaped_password(lab_like) -> None:
-    text = render("ooha_shard.lua.j2", lb.nginx_vars(lab_like["lb1"], lb.CONF_DIR))
+    text = render("loadbalancer/ooha_shard.lua.j2", lb.nginx_vars(lab_like["lb1"], lb.CONF_DIR))
     assert '{ name = "ds2", host = "198.18.2.21", port = 80 },' in text
     assert "local FAIL_TIMEOUT = 10.0" in text
     assert "local TIMEOUT_MS = 1500" in text  # a loaded machine's Redis must not look absent
@@ -221,12 +221,12 @@ def test_lua_template_holds_nodes_and_an_escaped_password(lab_like) -> None:
 @pytest.mark.skipif(shutil.which("luajit") is None, reason="luajit not installed here (the lab compiles the Lua on the LBs)")
 def test_lua_template_compiles(lab_like, tmp_path: Path) -> None:
     path = tmp_path / "ooha_shard.lua"
-    path.write_text(render("ooha_shard.lua.j2", lb.nginx_vars(lab_like["lb1"], lb.CONF_DIR)))
+    path.write_text(render("loadbalancer/ooha_shard.lua.j2", lb.nginx_vars(lab_like["lb1"], lb.CONF_DIR)))
     assert subprocess.run(["luajit", "-bl", str(path)], capture_output=True, timeout=10).returncode == 0
 
 
 def test_keepalived_template_unicast_peers_vip_and_track_script(lab_like) -> None:
-    text = render("keepalived.conf.j2", lb.keepalived_vars(lab_like["lb2"], "eth1"))
+    text = render("loadbalancer/keepalived.conf.j2", lb.keepalived_vars(lab_like["lb2"], "eth1"))
     assert "unicast_src_ip 198.18.10.12" in text
     assert "198.18.10.11" in text.split("unicast_peer {")[1].split("}")[0]
     assert "198.18.10.100/24 dev eth1" in text

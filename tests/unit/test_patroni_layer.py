@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import json
 
-from deploys.postgres import (
+from ooha.layers.postgres import (
     POSTGRES_DEFAULTS,
     dcs_differences,
     judge_cluster,
@@ -16,8 +16,8 @@ from deploys.postgres import (
     validate_timing,
     verifier_matches,
 )
-from facts.etcd import parse_etcd_cluster
-from facts.patroni import parse_ds_objects, parse_patroni_cluster
+from ooha.facts.etcd import parse_etcd_cluster
+from ooha.facts.patroni import parse_ds_objects, parse_patroni_cluster
 
 
 def _raw(leader_role: str = "master", lag: int = 0, streaming=("data2", "data3"), sync=True, second_primary=False):

@@ -12,11 +12,11 @@ from typing import Any
 import jinja2
 import pytest
 
-from deploys.pgbackrest import archive_settings, config_vars, endpoint_parts, input_problems, judge_backup
-from deploys.pgrestore import (backup_problem, healthy_cluster_refusal, parse_bool, parse_target_time, pg_time,
+from ooha.layers.pgbackrest import archive_settings, config_vars, endpoint_parts, input_problems, judge_backup
+from ooha.pgrestore import (backup_problem, healthy_cluster_refusal, parse_bool, parse_target_time, pg_time,
                                restore_host_name)
-from deploys.pgrestore import input_problems as restore_problems
-from facts.pgbackrest import parse_archiver, parse_pgbackrest_info
+from ooha.pgrestore import input_problems as restore_problems
+from ooha.facts.pgbackrest import parse_archiver, parse_pgbackrest_info
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 NOW = 1796204300
@@ -200,8 +200,8 @@ def test_endpoint_parts() -> None:
 
 def test_rendered_configuration_has_repository_encryption_and_path_style() -> None:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    text = env.from_string((TEMPLATES / "pgbackrest.conf.j2").read_text()).render(
-        **config_vars(_target(pgbackrest_s3_ca_cert=str(TEMPLATES / "pgbackrest.conf.j2"))))
+    text = env.from_string((TEMPLATES / "pgbackrest/pgbackrest.conf.j2").read_text()).render(
+        **config_vars(_target(pgbackrest_s3_ca_cert=str(TEMPLATES / "pgbackrest/pgbackrest.conf.j2"))))
     lines = set(text.splitlines())
     for line in ("repo1-type=s3", "repo1-s3-endpoint=svc1", "repo1-storage-port=9000", "repo1-s3-bucket=ooha-backups",
                  "repo1-s3-region=us-east-1", "repo1-s3-uri-style=path", "repo1-storage-ca-file=/etc/pgbackrest/s3-ca.crt",
@@ -290,7 +290,7 @@ def test_target_before_the_oldest_backup_is_refused() -> None:
 
 
 def test_info_that_never_answers_is_an_unreachable_repository() -> None:
-    from facts.pgbackrest import PgBackRestInfo
+    from ooha.facts.pgbackrest import PgBackRestInfo
 
     info = PgBackRestInfo().process(["timeout 45"])
     result = judge_backup(info, _archiver(ready=1, oldest_ready_age=50), NOW, 3600, 120)
@@ -310,7 +310,7 @@ def test_curl_reads_the_credentials_from_stdin_exactly() -> None:
     import subprocess
     import threading
 
-    from deploys.postgres import curl_user_config
+    from ooha.layers.postgres import curl_user_config
 
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed on this machine")

@@ -1,4 +1,4 @@
-"""The deploy CA and host certificates (deploys/pki.py): made once, reused, re-issued on change."""
+"""The deploy CA and host certificates (ooha/pki.py): made once, reused, re-issued on change."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from deploys import pki
+from ooha import pki
 
 
 def _mode(path: Path) -> int:

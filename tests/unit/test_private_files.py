@@ -1,4 +1,4 @@
-"""deploys/private_files.py: DIFF off exactly while the delegated files.* code runs, and the
+"""ooha/ops/private_files.py: DIFF off exactly while the delegated files.* code runs, and the
 operations end to end through the pyinfra CLI on the @local connector (files in a temp dir):
 no secret in the output of `--diff -vvv --debug` runs that create, repair and re-check files,
 while an ordinary files.put in the same run still prints its diff (so the check can fail)."""
@@ -16,7 +16,7 @@ import gevent
 import pytest
 from pyinfra.context import ctx_state
 
-from deploys.private_files import without_diff
+from ooha.ops.private_files import without_diff
 from tests.conftest import PYINFRA
 from tests.integration.deploytools import changed_operations
 
@@ -97,7 +97,7 @@ from io import StringIO
 
 from pyinfra.operations import files
 
-from deploys.private_files import private_put, private_template
+from ooha.ops.private_files import private_put, private_template
 
 OUT = os.environ["OUT"]
 private_put(name="private put", src=StringIO(os.environ["SECRET_A"] + "\\n"), dest=f"{OUT}/sub/a.pass")

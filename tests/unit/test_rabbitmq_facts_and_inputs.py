@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import jinja2
 
-from deploys.rabbitmq import MIRROR_DEFINITION, RABBITMQ_DEFAULTS, input_problems, node_name
-from facts.rabbitmq import RabbitmqPasswordMatches, parse_cluster_status, parse_policies
+from ooha.layers.rabbitmq import MIRROR_DEFINITION, RABBITMQ_DEFAULTS, input_problems, node_name
+from ooha.facts.rabbitmq import RabbitmqPasswordMatches, parse_cluster_status, parse_policies
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
@@ -86,14 +86,14 @@ def _render(name: str, **variables) -> str:
 
 
 def test_inetrc_maps_every_peer_for_the_erlang_resolver() -> None:
-    text = _render("rabbitmq-erl-inetrc.j2", peers={"data1": "198.18.1.31", "data3": "198.18.3.31"})
+    text = _render("rabbitmq/rabbitmq-erl-inetrc.j2", peers={"data1": "198.18.1.31", "data3": "198.18.3.31"})
     assert '{host, {198,18,1,31}, ["data1"]}.' in text
     assert '{host, {198,18,3,31}, ["data3"]}.' in text
     assert "{lookup, [file, native]}." in text
 
 
 def test_config_pauses_the_minority() -> None:
-    text = _render("rabbitmq.conf.j2", amqp_port=5672, management_port=15672, partition_handling="pause_minority",
+    text = _render("rabbitmq/rabbitmq.conf.j2", amqp_port=5672, management_port=15672, partition_handling="pause_minority",
                    plugins=[])
     assert "cluster_partition_handling = pause_minority" in text
 
@@ -101,17 +101,17 @@ def test_config_pauses_the_minority() -> None:
 def test_management_settings_only_with_the_plugin() -> None:
     """RabbitMQ refuses to start on config keys of a plugin it has not loaded."""
     common = {"amqp_port": 5672, "management_port": 15672, "partition_handling": "pause_minority"}
-    assert "management." not in _render("rabbitmq.conf.j2", plugins=[], **common)
-    with_ui = _render("rabbitmq.conf.j2", plugins=["rabbitmq_management"], **common)
+    assert "management." not in _render("rabbitmq/rabbitmq.conf.j2", plugins=[], **common)
+    with_ui = _render("rabbitmq/rabbitmq.conf.j2", plugins=["rabbitmq_management"], **common)
     assert "management.tcp.ip = 127.0.0.1" in with_ui and "management.tcp.port = 15672" in with_ui
 
 
 def test_no_plugin_is_enabled_by_default() -> None:
     """The 3.10 management agent crashes when pause_minority restarts the app after a heal."""
-    from deploys.rabbitmq import RABBITMQ_DEFAULTS
+    from ooha.layers.rabbitmq import RABBITMQ_DEFAULTS
 
     assert RABBITMQ_DEFAULTS["rabbitmq_plugins"] == []
-    assert _render("rabbitmq-enabled-plugins.j2", plugins=[]).strip() == "[]."
+    assert _render("rabbitmq/rabbitmq-enabled-plugins.j2", plugins=[]).strip() == "[]."
 
 
 def test_node_names_follow_inventory_names() -> None:

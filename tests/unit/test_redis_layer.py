@@ -10,8 +10,8 @@ import jinja2
 import pytest
 from pyinfra.api.exceptions import DeployError
 
-from deploys.redis import REDIS_DEFAULTS, choose_primary, owned_settings, secret, sentinel_settings
-from facts.redis import (
+from ooha.layers.redis import REDIS_DEFAULTS, choose_primary, owned_settings, secret, sentinel_settings
+from ooha.facts.redis import (
     MARK,
     SentinelQuorum,
     parse_flat_pairs,
@@ -126,7 +126,7 @@ def _render(name: str, **values) -> str:
 
 
 def test_owned_file_never_names_a_primary() -> None:
-    text = _render("redis-onlyoffice-ha.conf.j2", bind="198.18.1.31 127.0.0.1", port=6379, password="p" * 20,
+    text = _render("redis/redis-onlyoffice-ha.conf.j2", bind="198.18.1.31 127.0.0.1", port=6379, password="p" * 20,
                    min_replicas_to_write="1", min_replicas_max_lag="5", settings={"maxmemory-policy": "noeviction"})
     assert not re.search(r"^\s*(replicaof|slaveof)\b", text, re.M)
     assert "min-replicas-to-write 1" in text and "maxmemory-policy noeviction" in text
@@ -134,7 +134,7 @@ def test_owned_file_never_names_a_primary() -> None:
 
 
 def test_sentinel_bootstrap_monitors_the_given_primary() -> None:
-    text = _render("sentinel-bootstrap.conf.j2", port=26379, redis_port=6379, bind="198.18.2.31 127.0.0.1",
+    text = _render("redis/sentinel-bootstrap.conf.j2", port=26379, redis_port=6379, bind="198.18.2.31 127.0.0.1",
                    announce_ip="198.18.2.31", sentinel_password="s" * 20, password="p" * 20, master="onlyoffice",
                    primary="198.18.1.31", quorum="2", parallel_syncs="1", down_after_ms="5000", failover_timeout_ms="20000")
     assert "sentinel monitor onlyoffice 198.18.1.31 6379 2" in text
@@ -143,7 +143,7 @@ def test_sentinel_bootstrap_monitors_the_given_primary() -> None:
 
 
 def test_haproxy_role_check_regex() -> None:
-    """The rstring recommended for HAProxy (deploys/redis.py docstring) on real INFO shapes."""
+    """The rstring recommended for HAProxy (ooha/layers/redis.py docstring) on real INFO shapes."""
     pattern = re.compile(r"role:master[\s]+connected_slaves:[1-9]")
     primary = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n"
     lonely = "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n"

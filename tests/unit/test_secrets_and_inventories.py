@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploys.inventory_check import REQUIRED_GROUPS, REQUIRED_SECRETS, InventoryError
+from ooha.preflight import REQUIRED_GROUPS, REQUIRED_SECRETS, InventoryError
 from inventories.labstate import LabNotUpError, lab_groups, load_lab_groups, load_lab_state
-from inventories.secrets import SecretsError, load_secrets
+from ooha.secrets import SecretsError, load_secrets
 
 REPO = Path(__file__).resolve().parents[2]
 SECRETS = {key: f"s3cr3t-{key}" for key in REQUIRED_SECRETS}

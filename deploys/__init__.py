@@ -1,1 +1,0 @@
-"""deploys package."""

@@ -1,0 +1,1 @@
+"""The stack's machinery: layer table, contract, settings, preflight, report; layers/ and ops/ below."""

@@ -1,0 +1,1 @@
+"""One module per layer: commented defaults, input rules, the @deploy, the report check."""

@@ -1,0 +1,435 @@
+"""RabbitMQ layer: a three-node cluster (one node per AZ) with Document Server's vhost and user.
+
+Debian's ``rabbitmq-server`` 3.10 under systemd.  Everything that decides a node's
+identity is in place before the package first starts it: the Erlang cookie (mode 0400),
+the node name ``rabbit@<inventory name>``, peers resolvable by name (``/etc/hosts`` and
+an Erlang inetrc), ``cluster_partition_handling = pause_minority``.  The first host of
+the ``rabbitmq`` group is the seed; every other node joins it once, by an operation that
+reads the node's cluster status when it executes (a node already clustered is left
+alone, a node clustered elsewhere is refused, never reset).  The vhost ``onlyoffice`` and
+one vhost per DS node (``onlyoffice_<node>``, ooha/dsnodes.py), user ``onlyoffice``
+(password from stdin, never on a command line) with permissions on those vhosts only, and
+the removal of ``guest`` are cluster-wide and run on the seed.
+
+Document Server's queues when a node is lost: DS declares non-durable classic queues
+(``ds.converttask``... and an exclusive queue per process bound to the ``ds.pubsub``
+fanout).  Quorum queues must be durable, so they would need DS to change its
+declarations.  A non-durable classic queue lives on one node: when that node is lost
+the queue and its messages vanish, and DS only recovers once it reconnects and
+redeclares.  We choose classic mirrored queues: the policy ``ha-onlyoffice`` on the
+onlyoffice vhost (``ha-mode: all``, ``ha-sync-mode: automatic``, promote on shutdown
+and on failure) keeps a mirror of every shared queue on each node, so when the node
+holding a queue's leader is lost a mirror takes over with the queued conversion tasks
+and publishers and consumers on the other nodes keep going.  Exclusive queues
+(``ds.pubsub`` subscribers) are never mirrored: they belong to one connection and DS
+redeclares them when it reconnects, through the endpoint HAProxy gives it on its own
+host (ooha/layers/endpoints.py), to a running node.  Mirroring is deprecated upstream
+(removed in RabbitMQ 4.0, where DS 9.0+ should move to quorum queues) but is the
+supported way in 3.10 for queues declared non-durable.  ``rabbitmq_mirror_queues: False``
+leaves queues node-local.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+from io import StringIO
+from typing import Any
+
+from pyinfra import host, inventory
+from pyinfra.api import QuoteString, StringCommand, deploy, operation
+from pyinfra.api.exceptions import DeployError, OperationError
+from pyinfra.facts.files import FileContents
+from pyinfra.operations import apt, files, server, systemd
+
+from ooha.dsnodes import docs_hosts, node_vhost
+from ooha.ops.private_files import private_put
+from ooha.report import CheckResult, in_group, poll, register_check
+from ooha.templating import JINJA, TEMPLATES
+from ooha.facts.rabbitmq import (
+    COOKIE_FILE,
+    RabbitmqClusterStatus,
+    RabbitmqErlangCookieDigest,
+    RabbitmqNodeInitialised,
+    RabbitmqPasswordMatches,
+    RabbitmqPermissions,
+    RabbitmqPolicies,
+    RabbitmqUsers,
+    RabbitmqVhosts,
+)
+
+GROUP = "rabbitmq"
+CONF_DIR = "/etc/rabbitmq"
+CONF_FILE = f"{CONF_DIR}/rabbitmq.conf"
+ENV_FILE = f"{CONF_DIR}/rabbitmq-env.conf"
+PLUGINS_FILE = f"{CONF_DIR}/enabled_plugins"
+INETRC_FILE = f"{CONF_DIR}/erl_inetrc"
+SECRETS_DIR = f"{CONF_DIR}/onlyoffice-ha"
+PASSWORD_FILE = f"{SECRETS_DIR}/amqp-password"
+DROP_IN = "/etc/systemd/system/rabbitmq-server.service.d/10-onlyoffice-ha.conf"
+DATA_DIR = "/var/lib/rabbitmq"
+HOSTS_FILE = "/etc/hosts"
+HOSTS_TAG = "# onlyoffice-ha rabbitmq"
+SERVICE = "rabbitmq-server.service"
+POLICY = "ha-onlyoffice"
+
+RABBITMQ_DEFAULTS: dict[str, Any] = {
+    # Debian packages of this layer (3.10 in bookworm: DS < 9.0 needs RabbitMQ < 4.1).
+    "rabbitmq_packages": ["rabbitmq-server"],
+    # Document Server's user (the user's password is secret rabbitmq_password) and its shared
+    # vhost (operators, drills).  Each DS node gets its own vhost too, with the same user's
+    # permissions and the mirror policy: ooha/dsnodes.py node_vhost(<docs host>).
+    "rabbitmq_vhost": "onlyoffice",
+    "rabbitmq_user": "onlyoffice",
+    # pause_minority: the side of a cut with fewer than half the nodes stops serving.
+    "rabbitmq_partition_handling": "pause_minority",
+    # Mirror DS's classic queues on every node (policy ha-onlyoffice); see the module note.
+    "rabbitmq_mirror_queues": True,
+    "rabbitmq_amqp_port": 5672,
+    # Plugins to enable. None by default: the deploy's checks use rabbitmqctl only, and in
+    # RabbitMQ 3.10 the management agent crashes when pause_minority restarts the rabbit app
+    # after a cut heals (case_clause in rabbit_net:dist_info while two distribution
+    # connections exist), leaving the node up with the app stopped: seen in the AZ-cut
+    # drill. ["rabbitmq_management"] adds the UI/API, bound to 127.0.0.1 only.
+    "rabbitmq_plugins": [],
+    # Management plugin port (127.0.0.1 only) when it is in rabbitmq_plugins.
+    "rabbitmq_management_port": 15672,
+    "rabbitmq_nofile": 65536,
+    # Seconds the report waits for every member to be running after a (re)start.
+    "rabbitmq_settle_seconds": 90,
+}
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_COOKIE = re.compile(r"^[A-Za-z0-9_\-.+/=]{20,255}$")
+
+
+def node_name(name: str) -> str:
+    """The Erlang node name of an inventory host: stable, independent of the OS hostname."""
+    return f"rabbit@{name}"
+
+
+def cluster_peers() -> dict[str, str]:
+    """{inventory name: private address} of every rabbitmq host, --limit notwithstanding."""
+    return {
+        target.name: str(target.data.get("private_address") or target.data.get("ssh_hostname") or target.name)
+        for target in inventory.get_group(GROUP)
+    }
+
+
+def seed_host() -> str:
+    """The host every other node joins: the first of the group, in inventory order."""
+    return inventory.get_group(GROUP)[0].name
+
+
+def _layer_value(target: Any, key: str) -> Any:
+    """A data key with this layer's default (the report runs outside the deploy)."""
+    value = target.data.get(key)
+    return RABBITMQ_DEFAULTS[key] if value is None else value
+
+
+def _secret(target: Any, key: str) -> str:
+    return str((target.data.get("secrets") or {}).get(key) or "")
+
+
+def input_problems(peers: dict[str, str], data: Any) -> list[str]:
+    """Everything wrong with this layer's inputs, one line each: host, field, fix."""
+    problems = []
+    for name, address in peers.items():
+        if not _NAME.match(name):
+            problems.append(f"{name}: inventory name: not usable as a RabbitMQ node name; fix: use lower-case letters, digits and '-'")
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            problems.append(f"{name}: private_address: {address!r} is not an IP address; fix: set private_address to the host's peer address")
+    secrets = data.get("secrets") or {}
+    if not str(secrets.get("rabbitmq_password") or ""):
+        problems.append("all: secrets.rabbitmq_password: missing; fix: set it in the secrets file")
+    if not _COOKIE.match(str(secrets.get("rabbitmq_erlang_cookie") or "")):
+        problems.append("all: secrets.rabbitmq_erlang_cookie: must be 20-255 characters from [A-Za-z0-9_-.+/=]; fix: set it in the secrets file")
+    for key in ("rabbitmq_vhost", "rabbitmq_user"):
+        if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", str(data.get(key) or "")):
+            problems.append(f"all: {key}: {data.get(key)!r} is not a plain name; fix: use letters, digits, '_', '.', '-'")
+    if data.get("rabbitmq_partition_handling") not in ("pause_minority", "autoheal", "ignore"):
+        problems.append("all: rabbitmq_partition_handling: unknown mode; fix: pause_minority (or autoheal, ignore)")
+    return problems
+
+
+def _refuse_cookie_change(wanted_cookie: str) -> None:
+    """Stop before touching a node whose cookie differs: a new cookie splits a running cluster."""
+    current = host.get_fact(RabbitmqErlangCookieDigest)
+    wanted = hashlib.sha256(wanted_cookie.encode()).hexdigest()
+    if current and current != wanted and host.get_fact(RabbitmqNodeInitialised):
+        raise DeployError(
+            f"{host.name}: secrets.rabbitmq_erlang_cookie: differs from the cookie of the existing node "
+            f"({COOKIE_FILE}); a node with a new cookie can no longer talk to its peers, so the deploy will "
+            "not change it; fix: put the old cookie back in the secrets file, or change it on purpose: stop "
+            "rabbitmq-server on every node, write the new cookie to every node's cookie file, start them all"
+        )
+
+
+# --- operations that read the cluster when they execute ---------------------------------
+
+
+@operation()
+def etc_hosts_entries(entries: dict[str, str], tag: str = HOSTS_TAG):
+    """Lines ``ADDRESS NAME  TAG`` in /etc/hosts, rewritten in place.
+
+    pyinfra's files.block/files.line replace the file with ``mv``; a container's
+    /etc/hosts is a bind mount that cannot be replaced, only rewritten.
+    """
+    current = host.get_fact(FileContents, path=HOSTS_FILE) or []
+    kept = [line for line in current if not line.rstrip().endswith(tag)]
+    managed = [f"{address}\t{name}  {tag}" for name, address in sorted(entries.items())]
+    wanted = kept + managed
+    if wanted == current:
+        host.noop(f"{HOSTS_FILE} has the {len(managed)} peer entries")
+        return
+    yield StringCommand("printf", "'%s\\n'", *[QuoteString(line) for line in wanted], ">", HOSTS_FILE)
+
+
+@operation()
+def cluster_joined(seed: str):
+    """This node is a member of ``seed``'s cluster; joins it once if standalone.
+
+    Reads ``cluster_status`` at execute time.  A node already in a cluster with other
+    members that does not include the seed is refused: resetting it would throw away
+    the state of a live cluster.
+    """
+    me = node_name(host.name)
+    status = host.get_fact(RabbitmqClusterStatus)
+    if status is None:
+        raise OperationError(f"{host.name}: {me} does not answer rabbitmqctl; see `journalctl -u {SERVICE}`")
+    if seed == me or seed in status["members"]:
+        host.noop(f"{me} is in the cluster of {seed} ({len(status['members'])} members)")
+        return
+    if len(status["members"]) > 1:
+        raise OperationError(
+            f"{host.name}: {me} is clustered with {', '.join(status['members'])}, not with {seed}; "
+            "fix: join it by hand (`rabbitmqctl stop_app; rabbitmqctl reset; rabbitmqctl join_cluster "
+            f"{seed}; rabbitmqctl start_app`) once you know its queues can go"
+        )
+    # A standalone node holds nothing yet (vhost and user are made after clustering).
+    yield "rabbitmqctl stop_app"
+    yield "rabbitmqctl reset"
+    yield StringCommand("rabbitmqctl", "join_cluster", QuoteString(seed))
+    yield "rabbitmqctl start_app"
+
+
+@operation()
+def vhost(vhost_name: str):
+    """The virtual host exists (cluster-wide)."""
+    if vhost_name in host.get_fact(RabbitmqVhosts):
+        host.noop(f"vhost {vhost_name} exists")
+        return
+    yield StringCommand("rabbitmqctl", "add_vhost", QuoteString(vhost_name))
+
+
+@operation()
+def user(user_name: str, password_file: str):
+    """The user exists and authenticates with the password in ``password_file`` (read from stdin)."""
+    if user_name not in host.get_fact(RabbitmqUsers):
+        yield StringCommand("rabbitmqctl", "add_user", QuoteString(user_name), "<", QuoteString(password_file))
+    elif not host.get_fact(RabbitmqPasswordMatches, user=user_name, password_file=password_file):
+        yield StringCommand("rabbitmqctl", "change_password", QuoteString(user_name), "<", QuoteString(password_file))
+    else:
+        host.noop(f"user {user_name} exists with the wanted password")
+
+
+@operation()
+def user_absent(user_name: str):
+    """The user does not exist (``guest``: a well-known password)."""
+    if user_name not in host.get_fact(RabbitmqUsers):
+        host.noop(f"user {user_name} absent")
+        return
+    yield StringCommand("rabbitmqctl", "delete_user", QuoteString(user_name))
+
+
+@operation()
+def permissions(vhost_name: str, user_name: str, configure: str = ".*", write: str = ".*", read: str = ".*"):
+    """The user's configure/write/read permissions on the vhost."""
+    wanted = {"configure": configure, "write": write, "read": read}
+    if host.get_fact(RabbitmqPermissions, vhost=vhost_name).get(user_name) == wanted:
+        host.noop(f"{user_name} has its permissions on {vhost_name}")
+        return
+    yield StringCommand(
+        "rabbitmqctl", "set_permissions", "-p", QuoteString(vhost_name), QuoteString(user_name),
+        QuoteString(configure), QuoteString(write), QuoteString(read),
+    )
+
+
+@operation()
+def policy(vhost_name: str, policy_name: str, pattern: str, definition: dict[str, Any], apply_to: str = "queues",
+           priority: int = 0, present: bool = True):
+    """A policy on the vhost, as given (or absent)."""
+    current = host.get_fact(RabbitmqPolicies, vhost=vhost_name).get(policy_name)
+    if not present:
+        if current is None:
+            host.noop(f"policy {policy_name} absent")
+            return
+        yield StringCommand("rabbitmqctl", "clear_policy", "-p", QuoteString(vhost_name), QuoteString(policy_name))
+        return
+    wanted = {"pattern": pattern, "apply-to": apply_to, "definition": definition, "priority": priority}
+    if current == wanted:
+        host.noop(f"policy {policy_name} on {vhost_name} as wanted")
+        return
+    yield StringCommand(
+        "rabbitmqctl", "set_policy", "-p", QuoteString(vhost_name), "--apply-to", QuoteString(apply_to),
+        "--priority", str(int(priority)), QuoteString(policy_name), QuoteString(pattern),
+        QuoteString(json.dumps(definition, sort_keys=True)),
+    )
+
+
+MIRROR_DEFINITION: dict[str, Any] = {
+    "ha-mode": "all",
+    "ha-sync-mode": "automatic",
+    # Availability over the last unsynchronised message: DS's tasks are transient.
+    "ha-promote-on-shutdown": "always",
+    "ha-promote-on-failure": "always",
+}
+
+
+# --- the deploy ---------------------------------------------------------------------------
+
+
+def _node_files(data: Any, peers: dict[str, str]) -> list[Any]:
+    """Identity and configuration, written before the package first starts the node."""
+    server.group(name="rabbitmq group", group="rabbitmq", system=True)
+    server.user(
+        name="rabbitmq system user", user="rabbitmq", group="rabbitmq", system=True,
+        home=DATA_DIR, shell="/usr/sbin/nologin",
+    )
+    files.directory(name="RabbitMQ data directory", path=DATA_DIR, user="rabbitmq", group="rabbitmq", mode="755")
+    cookie = private_put(
+        name="Erlang cookie",
+        src=StringIO(_secret(host, "rabbitmq_erlang_cookie")),
+        dest=COOKIE_FILE, user="rabbitmq", group="rabbitmq", mode="400",
+    )
+    files.directory(name="RabbitMQ configuration directory", path=CONF_DIR, mode="755")
+    etc_hosts_entries(name="Peers in /etc/hosts", entries=peers)
+    env = files.put(
+        name="RabbitMQ node name",
+        src=StringIO(f"# Managed by onlyoffice-ha (ooha/layers/rabbitmq.py)\nNODENAME={node_name(host.name)}\n"),
+        dest=ENV_FILE, mode="644",
+    )
+    inetrc = files.template(
+        name="Peers for the Erlang resolver", src=str(TEMPLATES / "rabbitmq/rabbitmq-erl-inetrc.j2"),
+        dest=INETRC_FILE, mode="644", peers=peers, jinja_env_kwargs=dict(JINJA),
+    )
+    conf = files.template(
+        name="RabbitMQ configuration", src=str(TEMPLATES / "rabbitmq/rabbitmq.conf.j2"), dest=CONF_FILE, mode="644",
+        amqp_port=int(data.rabbitmq_amqp_port), management_port=int(data.rabbitmq_management_port),
+        partition_handling=data.rabbitmq_partition_handling, plugins=list(data.rabbitmq_plugins or []),
+        jinja_env_kwargs=dict(JINJA),
+    )
+    plugins = files.template(
+        name="RabbitMQ plugins", src=str(TEMPLATES / "rabbitmq/rabbitmq-enabled-plugins.j2"), dest=PLUGINS_FILE,
+        mode="644", plugins=list(data.rabbitmq_plugins or []), jinja_env_kwargs=dict(JINJA),
+    )
+    drop_in = files.template(
+        name="RabbitMQ unit drop-in", src=str(TEMPLATES / "rabbitmq/rabbitmq-systemd.conf.j2"), dest=DROP_IN,
+        mode="644", create_remote_dir=True, inetrc=INETRC_FILE, nofile=int(data.rabbitmq_nofile),
+        jinja_env_kwargs=dict(JINJA),
+    )
+    systemd.daemon_reload(name="Reload systemd units (RabbitMQ drop-in)", _if=drop_in.did_change)
+    return [cookie, env, inetrc, conf, plugins, drop_in]
+
+
+def _service(data: Any, changed: list[Any]) -> None:
+    """Install (first start uses the files above), restart one node at a time on changes."""
+    install = apt.packages(name="Install RabbitMQ", packages=list(data.rabbitmq_packages), no_recommends=True)
+    systemd.service(
+        name="Restart RabbitMQ (configuration changed)", service=SERVICE, restarted=True, _serial=True,
+        _if=lambda: any(op.did_change() for op in changed) and not install.did_change(),
+    )
+    systemd.service(name="RabbitMQ running and enabled", service=SERVICE, running=True, enabled=True)
+
+
+def _cluster_objects(data: Any) -> None:
+    """Cluster-wide objects, made once from the seed after the nodes joined."""
+    vhost_name, user_name = str(data.rabbitmq_vhost), str(data.rabbitmq_user)
+    files.directory(name="RabbitMQ secrets directory", path=SECRETS_DIR, mode="700")
+    private_put(
+        name="Document Server's AMQP password (read by rabbitmqctl from stdin)",
+        src=StringIO(_secret(host, "rabbitmq_password")), dest=PASSWORD_FILE, mode="600",
+    )
+    if host.name != seed_host():
+        return
+    user(name=f"RabbitMQ user {user_name}", user_name=user_name, password_file=PASSWORD_FILE)
+    user_absent(name="No RabbitMQ guest user", user_name="guest")
+    for name in ds_vhosts(vhost_name):
+        vhost(name=f"RabbitMQ vhost {name}", vhost_name=name)
+        permissions(name=f"RabbitMQ permissions of {user_name} on {name}", vhost_name=name, user_name=user_name)
+        policy(
+            name=f"RabbitMQ policy {POLICY} on {name} (mirrored classic queues)", vhost_name=name, policy_name=POLICY,
+            pattern="^(?!amq\\.).*", definition=MIRROR_DEFINITION, apply_to="queues",
+            present=bool(data.rabbitmq_mirror_queues),
+        )
+
+
+def ds_vhosts(shared: str) -> list[str]:
+    """The shared vhost, then one per DS node (ooha/dsnodes.py), from the whole docs group.
+
+    A node's own vhost is what confines its SIGTERM ``PUT /internal/cluster/inactive``
+    broadcast (the ``ds.pubsub`` fanout lives in a vhost) to that node.
+    """
+    return list(dict.fromkeys([shared] + [node_vhost(name) for name in docs_hosts(inventory)]))
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+def check_cluster(target: Any) -> CheckResult:
+    """Every rabbitmq host's node is a running member, no partition, no alarm (this node's view)."""
+    status = target.get_fact(RabbitmqClusterStatus)
+    if status is None:
+        return CheckResult(
+            False, f"{node_name(target.name)} does not answer rabbitmqctl (stopped, or paused as a minority)",
+            f"see `journalctl -u {SERVICE}`; rerun the deploy",
+        )
+    wanted = [node_name(t.name) for t in inventory.get_group(GROUP)]
+    problems = []
+    missing = [n for n in wanted if n not in status["members"]]
+    if missing:
+        problems.append(f"not clustered: {', '.join(missing)}")
+    down = [n for n in status["members"] if n not in status["running_nodes"]]
+    if down:
+        problems.append(f"not running: {', '.join(down)}")
+    if status["partitions"]:
+        parts = "; ".join(f"{n} cannot see {', '.join(p)}" for n, p in status["partitions"].items())
+        problems.append(f"partitioned: {parts}")
+    if status["alarms"]:
+        problems.append(f"alarms: {', '.join(status['alarms'])}")
+    running = len([n for n in wanted if n in status["running_nodes"]])
+    if problems:
+        return CheckResult(
+            False, f"{running}/{len(wanted)} nodes running; " + "; ".join(problems),
+            "start the stopped nodes / heal the network; a partition left after healing needs "
+            "`rabbitmqctl stop_app && rabbitmqctl start_app` on the minority side; rerun the deploy",
+        )
+    return CheckResult(True, f"{running}/{len(wanted)} nodes running, no partitions, no alarms")
+
+
+def check_rabbitmq(target: Any) -> CheckResult:
+    """The layer's report line, waiting a bounded time for nodes that are still starting."""
+    return poll(check_cluster, target, float(_layer_value(target, "rabbitmq_settle_seconds")), interval=2.0)
+
+
+register_check("rabbitmq", check_rabbitmq, applies=in_group(GROUP))
+
+
+@deploy("RabbitMQ", data_defaults=RABBITMQ_DEFAULTS)
+def rabbitmq() -> None:
+    """Converge one rabbitmq host; data keys are documented in RABBITMQ_DEFAULTS."""
+    data = host.data
+    peers = cluster_peers()
+    problems = input_problems(peers, data)
+    if problems:
+        raise DeployError("RabbitMQ layer inputs:\n" + "\n".join(problems))
+    _refuse_cookie_change(_secret(host, "rabbitmq_erlang_cookie"))
+    changed = _node_files(data, peers)
+    _service(data, changed)
+    cluster_joined(name=f"RabbitMQ node joined the cluster of {node_name(seed_host())}",
+                   seed=node_name(seed_host()), _serial=True)
+    _cluster_objects(data)

@@ -1,0 +1,1 @@
+"""Generic operations in pyinfra's own style: arguments in, never host.data."""
