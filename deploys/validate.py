@@ -13,8 +13,6 @@ from ooha.report import report
 
 check_pyinfra_inventory(inventory)
 
-_layers = selected_layers(host.data.get("layers"))
-for _layer in _layers:
-    _layer.deploy()  # importing a layer registers its check
-
-report(layers=[layer.name for layer in _layers])
+# The report's registry comes from the layer table (ooha/stack.py); the front-door line is
+# printed only when the load balancer layer is among the selected ones.
+report(layers=[layer.name for layer in selected_layers(host.data.get("layers"))])

@@ -14,10 +14,12 @@ from typing import Any
 from pyinfra.api.exceptions import PyinfraError
 
 from ooha.secrets import load_secrets
+from ooha.stack import GROUPS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAB_DIR_ENV = "OOHA_LAB_DIR"
-ROLES: tuple[str, ...] = ("lb", "docs", "postgres", "etcd", "redis", "rabbitmq")
+ROLES: tuple[str, ...] = GROUPS
+"""The lab's target roles: the inventory groups of the layer table (ooha/stack.py)."""
 INFRA_ROLE = "services"
 """The services host is lab infrastructure (registry, S3, apt cache, NTP), not a target."""
 

@@ -25,8 +25,10 @@ from typing import Any
 
 from pyinfra.api.exceptions import DeployError
 
-REQUIRED_GROUPS: tuple[str, ...] = ("lb", "docs", "postgres", "etcd", "redis", "rabbitmq")
-"""Every group the main job deploys to; each must exist and hold hosts."""
+from ooha.stack import GROUPS as STACK_GROUPS
+
+REQUIRED_GROUPS: tuple[str, ...] = STACK_GROUPS
+"""Every group the main job deploys to (from the layer table); each must exist and hold hosts."""
 
 REQUIRED_SECRETS: tuple[str, ...] = (
     "jwt_secret",

@@ -1,14 +1,15 @@
 """The validation report: one line per layer per host, checked from facts at execute time.
 
-Each layer registers a check with ``register_check(layer, func)``; ``func(host)``
-reads facts from the host (at execute time, after the layer's operations ran) and
-returns a ``CheckResult``.  The ``report`` deploy runs every registered check on
-every host, prints a table such as::
+The registry is built explicitly from the layer table (ooha/stack.py): each row names
+its check, ``check(host)`` reads facts from the host (at execute time, after the layer's
+operations ran) and returns a ``CheckResult``.  The ``report`` deploy runs the checks of
+the layers in the run on the hosts of their groups, prints a table such as::
 
     ds1     base     OK    chrony synced to 198.18.20.10 (stratum 9), sysctl baseline applied
     data2   base     FAIL  chrony not running; fix: rerun the deploy (systemctl status chrony)
 
-then the front door's address, and fails the run (exit 1) if any check failed.
+then the front door's address (only when a layer that has the front door is in the
+run), and fails the run (exit 1) if any check failed.
 """
 
 from __future__ import annotations
@@ -42,30 +43,45 @@ class CheckResult:
 LayerCheck = Callable[[Any], CheckResult]
 """Takes the pyinfra ``Host`` being checked; reads facts from it."""
 
-_CHECKS: dict[str, tuple[LayerCheck, Callable[[Any], bool]]] = {}
 _RESULTS: dict[str, list[tuple[str, CheckResult]]] = {}
 
 
-def _always(_host: Any) -> bool:
-    return True
+@dataclass(frozen=True)
+class Registered:
+    """One layer's entry in the report's registry."""
+
+    layer: str
+    check: LayerCheck
+    applies: Callable[[Any], bool]
+    front_door: Callable[[], str] | None = None
 
 
-def register_check(layer: str, check: LayerCheck, applies: Callable[[Any], bool] = _always) -> None:
-    """Add (or replace) the check for ``layer``; ``applies(host)`` selects its hosts.
+def build_registry(layers: Iterable[Any]) -> list[Registered]:
+    """The registry for ``layers`` (rows of ooha/stack.py's table), in table order."""
+    return [
+        Registered(layer.name, layer.check_function(), layer.applies, layer.front_door_function())
+        for layer in layers
+    ]
 
-    Layers report in registration order, so register in deploy order.
+
+def registry_for(names: Iterable[str] | None = None) -> list[Registered]:
+    """The registry of the named layers (None: every layer of the table)."""
+    from ooha.stack import LAYERS
+
+    wanted = None if names is None else set(names)
+    return build_registry(layer for layer in LAYERS if wanted is None or layer.name in wanted)
+
+
+def front_door_line(registry: Iterable[Registered]) -> str | None:
+    """The report's last line from the first registered layer that has the front door.
+
+    None when no layer of the run has it (validate.py --data layers=redis, backup.py):
+    saying "not deployed" there would be false.
     """
-    _CHECKS[layer] = (check, applies)
-
-
-def registered_layers() -> list[str]:
-    """Names of the layers that have a check, in report order."""
-    return list(_CHECKS)
-
-
-def in_group(*groups: str) -> Callable[[Any], bool]:
-    """An ``applies`` predicate: the host is in one of the inventory ``groups``."""
-    return lambda target: any(group in target.groups for group in groups)
+    for entry in registry:
+        if entry.front_door is not None:
+            return entry.front_door()
+    return None
 
 
 def poll(check: LayerCheck, target: Any, deadline_seconds: float, interval: float = 1.0) -> CheckResult:
@@ -88,20 +104,20 @@ def format_line(host_name: str, layer: str, result: CheckResult) -> str:
     return f"{host_name:<8} {layer:<10} {status:<5} {result.text()}"
 
 
-def run_checks(target: Any, layers: Iterable[str] | None = None) -> list[tuple[str, CheckResult]]:
-    """Every applicable layer check on ``target`` (only ``layers`` when given).
+def run_checks(target: Any, registry: Iterable[Registered]) -> list[tuple[str, CheckResult]]:
+    """Every check of ``registry`` that applies to ``target``, in registry order.
 
     An exception counts as a failure.
     """
     results = []
-    for layer, (check, applies) in _CHECKS.items():
-        if (layers is not None and layer not in layers) or not applies(target):
+    for entry in registry:
+        if not entry.applies(target):
             continue
         try:
-            result = check(target)
+            result = entry.check(target)
         except Exception as exc:  # a check that blows up is a failed check, not a crash
             result = CheckResult(False, f"check raised {type(exc).__name__}: {exc}", "see the error above")
-        results.append((layer, result))
+        results.append((entry.layer, result))
     return results
 
 
@@ -119,7 +135,7 @@ def validate_layers(layers: list[str] | None = None):
     """
     if not _executing():
         return
-    _RESULTS[host.name] = run_checks(host, layers)
+    _RESULTS[host.name] = run_checks(host, registry_for(layers))
     host.noop(f"{len(_RESULTS[host.name])} layer check(s) run")
     yield from ()
 
@@ -131,7 +147,7 @@ def report_table(results: dict[str, list[tuple[str, CheckResult]]], order: list[
 
 
 @operation(is_idempotent=True)
-def print_report():
+def print_report(layers: list[str] | None = None):
     """Print the table, the totals and the front door, once (execute time only)."""
     if not _executing():
         return
@@ -141,7 +157,9 @@ def print_report():
     failed = [f"{name}/{layer}" for name, results in _RESULTS.items() for layer, r in results if not r.ok]
     summary = f"validation: {total - len(failed)}/{total} checks OK on {len(_RESULTS)} host(s)"
     click.echo(summary + (f", FAILED: {', '.join(failed)}" if failed else ""))
-    click.echo(_front_door())
+    door = front_door_line(registry_for(layers))
+    if door is not None:
+        click.echo(door)
     host.noop("report printed")
     yield from ()
 
@@ -159,27 +177,13 @@ def fail_on_failed_checks():
         host.noop("all checks passed")
 
 
-def _front_door() -> str:
-    """Where users reach the service; the app tier will register a real answer."""
-    provider = _FRONT_DOOR[0]
-    return provider() if provider else "front door: not deployed yet (app tier comes in a later issue)"
-
-
-_FRONT_DOOR: list[Callable[[], str] | None] = [None]
-
-
-def register_front_door(provider: Callable[[], str]) -> None:
-    """Set the function that returns the report's last line (e.g. the LB's address)."""
-    _FRONT_DOOR[0] = provider
-
-
 @deploy("Validation report")
 def report(layers: list[str] | None = None) -> None:
-    """Check every registered layer on every host and print the report.
+    """Check ``layers`` (names from ooha/stack.py; None: all) on their hosts and print the report.
 
     The checks run inside operations that act only at execute time, so they read
     facts after the layers changed the hosts, not at plan time.
     """
     validate_layers(name="Validate layers", layers=layers)
-    print_report(name="Print the report", _run_once=True)
+    print_report(name="Print the report", layers=layers, _run_once=True)
     fail_on_failed_checks(name="Fail on failed checks")

@@ -17,7 +17,7 @@ from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from ooha.preflight import is_ip_address
-from ooha.report import CheckResult, poll, register_check
+from ooha.report import CheckResult, poll
 from ooha.templating import JINJA, TEMPLATES
 from ooha.facts.base import AptProxyConfigured, ChronyTracking, TimeZoneName
 
@@ -258,9 +258,6 @@ def check_base(target: Any) -> CheckResult:
         return CheckResult(False, "; ".join(p for p, _ in problems), "; ".join(f for _, f in problems))
     proxy_note = f", apt via {proxy}" if proxy else ""
     return CheckResult(True, f"{chrony.detail}, sysctl baseline applied ({len(wanted)} keys){proxy_note}, UTC")
-
-
-register_check("base", check_base)
 
 
 @deploy("Base", data_defaults=BASE_DEFAULTS)

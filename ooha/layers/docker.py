@@ -42,7 +42,7 @@ from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, systemd
 
 from ooha.ops.private_files import private_put
-from ooha.report import CheckResult, in_group, poll, register_check
+from ooha.report import CheckResult, poll
 from ooha.facts.docker import DAEMON_JSON, DaemonConfigPending, DockerEngine, RegistryLogin
 
 SERVICE = "docker.service"
@@ -388,9 +388,6 @@ def check_docker_once(target: Any) -> CheckResult:
 def check_docker(target: Any) -> CheckResult:
     """The layer's report line, waiting a bounded time for a restarted engine."""
     return poll(check_docker_once, target, float(_value(target, "docker_settle_seconds")))
-
-
-register_check("docker", check_docker, applies=in_group("docs"))
 
 
 # --- the deploy -----------------------------------------------------------------------------

@@ -70,7 +70,7 @@ from pyinfra.operations import files
 from ooha.ops.containers import ContainerSpec, Mount, Port, container, env_file_text, env_sha256, memory_bytes, nano_cpus
 from ooha.dsnodes import docker_gateway, node_database, node_redis_prefix, node_vhost
 from ooha.ops.private_files import private_put
-from ooha.report import CheckResult, in_group, poll, register_check
+from ooha.report import CheckResult, poll
 from ooha.facts.documentserver import (
     CONTAINER,
     EXAMPLE_CONF,
@@ -497,6 +497,3 @@ def check_documentserver_once(target: Any) -> CheckResult:
 def check_documentserver(target: Any) -> CheckResult:
     """The layer's report line, waiting a bounded time for a (re)started container to be healthy."""
     return poll(check_documentserver_once, target, float(_value(target, "ds_settle_seconds")), interval=2.0)
-
-
-register_check("documentserver", check_documentserver, applies=in_group("docs"))

@@ -32,7 +32,7 @@ from pyinfra.operations import apt, server, systemd
 
 from ooha.dsnodes import docker_gateway
 from ooha.ops.private_files import private_template
-from ooha.report import CheckResult, in_group, poll, register_check
+from ooha.report import CheckResult, poll
 from ooha.templating import JINJA, TEMPLATES
 from ooha.facts.haproxy import HaproxyServerStates
 
@@ -190,9 +190,6 @@ def check_endpoints_once(target: Any) -> CheckResult:
 def check_endpoints(target: Any) -> CheckResult:
     """The layer's report line, waiting a bounded time for health checks after a reload."""
     return poll(check_endpoints_once, target, float(_value(target, "endpoint_settle_seconds")))
-
-
-register_check("endpoints", check_endpoints, applies=in_group("docs", "lb"))
 
 
 @deploy("Endpoints", data_defaults=ENDPOINTS_DEFAULTS)

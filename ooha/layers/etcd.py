@@ -22,7 +22,7 @@ from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from ooha.pki import push_host_cert
-from ooha.report import CheckResult, in_group, poll, register_check
+from ooha.report import CheckResult, poll
 from ooha.templating import JINJA, TEMPLATES
 from ooha.facts.etcd import (
     ETCD_DEFAULTS_FILE,
@@ -188,6 +188,3 @@ def check_etcd_once(target: Any) -> CheckResult:
 def check_etcd(target: Any) -> CheckResult:
     """check_etcd_once, waiting for members that are still (re)joining."""
     return poll(check_etcd_once, target, float(_value(target, "etcd_health_deadline")), interval=2.0)
-
-
-register_check("etcd", check_etcd, applies=in_group("etcd"))

@@ -42,7 +42,7 @@ from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from ooha.ops.private_files import private_put
-from ooha.report import CheckResult, register_check
+from ooha.report import CheckResult
 from ooha.templating import JINJA, TEMPLATES
 from ooha.facts.filebackup import SCRIPT, FileBackupStatus
 
@@ -263,9 +263,6 @@ def check_filebackup(target: Any) -> CheckResult:
         return CheckResult(False, "; ".join(problems), f"see `journalctl -u {SERVICE}`; {fix}")
     return CheckResult(True, f"last snapshot {_age(status['age_seconds'] or 0)} ago ({status['snapshots']} kept, "
                              f"{len(status['latest_paths'])} paths), timer on, {repository(target)}")
-
-
-register_check("filebackup", check_filebackup, applies=lambda target: any(g in target.groups for g in GROUPS))
 
 
 # --- the deploy -----------------------------------------------------------------------------

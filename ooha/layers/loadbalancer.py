@@ -53,7 +53,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import apt, files, server, systemd
 
 from ooha.ops.private_files import private_put, private_template
-from ooha.report import CheckResult, in_group, poll, register_check, register_front_door
+from ooha.report import CheckResult, poll
 from ooha.templating import JINJA, TEMPLATES
 from ooha.facts.nginx import (
     FrontDoorProbe, HostAddresses, NginxConfigTest, NginxLogTail, NginxUpstreams, ServiceStates, diagnose_502,
@@ -398,10 +398,6 @@ def front_door_line() -> str:
     if not holders:
         return f"front door: {url} (VIP on no load balancer!)"
     return f"front door: {url} (VIP on {' and '.join(holders)}: split brain!)"
-
-
-register_check("loadbalancer", check_loadbalancer, applies=in_group("lb"))
-register_front_door(front_door_line)
 
 
 # --- the deploy ---------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from pyinfra.operations.util import any_changed
 
 from ooha.layers.postgres import POSTGRES_DEFAULTS, curl_user_config, dynamic_config
 from ooha.ops.private_files import private_template
-from ooha.report import CheckResult, in_group, poll, register_check
+from ooha.report import CheckResult, poll
 from ooha.templating import JINJA, TEMPLATES
 from ooha.facts.patroni import PatroniCluster
 from ooha.facts.pgbackrest import STATUS_MISSING_STANZA, STATUS_NO_BACKUP, STATUS_OK, PgArchiver, PgBackRestInfo
@@ -484,6 +484,3 @@ def check_backup_once(target: Any) -> CheckResult:
 def check_backup(target: Any) -> CheckResult:
     """check_backup_once, allowing a few seconds for archiving to settle after a restart."""
     return poll(check_backup_once, target, 20.0, interval=5.0)
-
-
-register_check("backup", check_backup, applies=in_group("postgres"))

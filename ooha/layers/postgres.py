@@ -53,7 +53,7 @@ from ooha.dsnodes import docs_hosts, node_database
 from ooha.layers.etcd import client_endpoints
 from ooha.pki import push_host_cert
 from ooha.ops.private_files import private_template
-from ooha.report import CheckResult, in_group, poll, register_check
+from ooha.report import CheckResult, poll
 from ooha.templating import JINJA, TEMPLATES
 from ooha.facts.patroni import PatroniCluster, PatroniDynamicConfig, PostgresDsObjects
 
@@ -429,6 +429,3 @@ def check_postgres_once(target: Any) -> CheckResult:
 def check_postgres(target: Any) -> CheckResult:
     """check_postgres_once, waiting for replicas that are still catching up after a start."""
     return poll(check_postgres_once, target, float(_value(target, "patroni_leader_deadline")), interval=2.0)
-
-
-register_check("postgres", check_postgres, applies=in_group("postgres"))

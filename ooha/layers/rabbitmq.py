@@ -46,7 +46,7 @@ from pyinfra.operations import apt, files, server, systemd
 
 from ooha.dsnodes import docs_hosts, node_vhost
 from ooha.ops.private_files import private_put
-from ooha.report import CheckResult, in_group, poll, register_check
+from ooha.report import CheckResult, poll
 from ooha.templating import JINJA, TEMPLATES
 from ooha.facts.rabbitmq import (
     COOKIE_FILE,
@@ -414,9 +414,6 @@ def check_cluster(target: Any) -> CheckResult:
 def check_rabbitmq(target: Any) -> CheckResult:
     """The layer's report line, waiting a bounded time for nodes that are still starting."""
     return poll(check_cluster, target, float(_layer_value(target, "rabbitmq_settle_seconds")), interval=2.0)
-
-
-register_check("rabbitmq", check_rabbitmq, applies=in_group(GROUP))
 
 
 @deploy("RabbitMQ", data_defaults=RABBITMQ_DEFAULTS)

@@ -70,7 +70,7 @@ from pyinfra.facts.files import File, FindInFile
 from pyinfra.operations import apt, files, systemd
 
 from ooha.ops.private_files import private_put, private_template
-from ooha.report import CheckResult, in_group, poll, register_check
+from ooha.report import CheckResult, poll
 from ooha.templating import JINJA, TEMPLATES
 from ooha.facts.redis import (
     CLI,
@@ -433,6 +433,3 @@ def check_redis_once(target: Any) -> CheckResult:
 def check_redis(target: Any) -> CheckResult:
     """The redis layer on one host, waiting a bounded time for replication to settle."""
     return poll(check_redis_once, target, SETTLE_DEADLINE)
-
-
-register_check("redis", check_redis, applies=in_group(GROUP))

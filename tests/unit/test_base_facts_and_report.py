@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from ooha.layers.base import BASE_DEFAULTS, wanted_sysctls
-from ooha.report import CheckResult, format_line, poll, register_check, registered_layers, run_checks
+from ooha.report import CheckResult, Registered, format_line, front_door_line, poll, registry_for, run_checks
 from ooha.facts.base import AptProxyConfigured, TimeZoneName, parse_chrony_sources, parse_chrony_tracking
 
 TRACKING_SYNCED = """\
@@ -79,19 +79,31 @@ def test_report_line_shows_fix_only_on_failure() -> None:
     assert format_line("ds1", "base", CheckResult(False, "broken", "do X")).endswith("FAIL  broken; fix: do X")
 
 
-def test_base_registers_and_a_crashing_check_is_a_failure(monkeypatch) -> None:
-    from ooha import report as report_module
+def test_registry_is_built_from_the_layer_table_and_a_crashing_check_is_a_failure() -> None:
+    from ooha.layers.base import check_base
+    from ooha.stack import LAYER_NAMES
 
-    assert "base" in registered_layers()
+    assert [entry.layer for entry in registry_for(None)] == list(LAYER_NAMES)
+    [base] = registry_for(["base"])
+    assert base.check is check_base and base.front_door is None
 
     def explodes(_target):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(report_module, "_CHECKS", {})
-    register_check("zz-test", explodes, applies=lambda target: target.name == "x")
-    assert run_checks(SimpleNamespace(name="y")) == []  # not applicable: not run
-    [(layer, result)] = run_checks(SimpleNamespace(name="x"))
+    registry = [Registered("zz-test", explodes, applies=lambda target: target.name == "x")]
+    assert run_checks(SimpleNamespace(name="y"), registry) == []  # not applicable: not run
+    [(layer, result)] = run_checks(SimpleNamespace(name="x"), registry)
     assert layer == "zz-test" and not result.ok and "boom" in result.detail
+
+
+def test_front_door_line_only_when_a_layer_of_the_run_has_the_front_door() -> None:
+    # validate.py --data layers=redis and backup.py: no false "not deployed yet".
+    assert front_door_line(registry_for(["base", "redis"])) is None
+    assert front_door_line(registry_for(["backup"])) is None
+    [lb] = registry_for(["loadbalancer"])
+    assert lb.front_door is not None
+    door = [Registered("lb", lambda _t: CheckResult(True, ""), lambda _t: True, lambda: "front door: here")]
+    assert front_door_line(door) == "front door: here"
 
 
 def test_poll_returns_first_passing_result_and_gives_up_at_deadline() -> None:

@@ -47,3 +47,31 @@ def test_endpoints_run_on_document_server_hosts_and_load_balancers() -> None:
     assert not endpoints.applies(_Host("postgres", "redis"))
     base = selected_layers(None)[0]
     assert base.applies(_Host("postgres"))
+
+
+def test_the_table_states_checks_front_door_inputs_and_groups_once() -> None:
+    from ooha.preflight import REQUIRED_GROUPS
+    from ooha.stack import GROUPS, LAYERS, layer_named
+    from inventories.labstate import ROLES
+
+    for layer in LAYERS:
+        assert callable(layer.check_function()), layer.name
+        assert callable(layer.deploy()), layer.name
+    assert [layer.name for layer in LAYERS if layer.front_door] == ["loadbalancer"]
+    assert callable(layer_named("loadbalancer").front_door_function())
+    assert set(GROUPS) == {"lb", "docs", "postgres", "etcd", "redis", "rabbitmq"}
+    assert REQUIRED_GROUPS == GROUPS and ROLES == GROUPS
+    assert layer_named("base").input_rules() is None
+    assert callable(layer_named("docker").input_rules())
+    with pytest.raises(KeyError):
+        layer_named("nope")
+
+
+def test_no_layer_module_registers_anything_at_import() -> None:
+    from pathlib import Path
+
+    layers_dir = Path(__file__).resolve().parents[2] / "ooha" / "layers"
+    assert list(layers_dir.glob("*.py"))
+    for path in layers_dir.glob("*.py"):
+        text = path.read_text()
+        assert "register_check(" not in text and "register_front_door(" not in text, path
