@@ -30,8 +30,9 @@ from pyinfra.api import QuoteString, StringCommand, deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import apt, server, systemd
 
-from ooha.dsnodes import docker_gateway
+from ooha.contract import CONTRACT_DEFAULTS, contract_defaults, docker_gateway, peer_address
 from ooha.ops.private_files import private_template
+from ooha.settings import Settings, secret
 from ooha.report import CheckResult, poll
 from ooha.templating import JINJA, TEMPLATES
 from ooha.facts.haproxy import HaproxyServerStates
@@ -50,16 +51,12 @@ ENDPOINTS_DEFAULTS: dict[str, Any] = {
     # Addresses the endpoints listen on; on DS hosts the Docker bridge gateway (from
     # docker_bip) is added by bind_addresses().
     "endpoint_bind_addresses": ["127.0.0.1"],
-    "endpoint_pg_primary_port": 5432,
-    "endpoint_pg_replicas_port": 5433,
-    "endpoint_redis_port": 6379,
-    "endpoint_amqp_port": 5672,
-    "endpoint_stats_port": 8404,
-    # Ports of the services behind the endpoints (contract: docs/architecture.md).
-    "postgres_port": 5432,
-    "patroni_rest_port": 8008,
-    "redis_port": 6379,
-    "rabbitmq_amqp_port": 5672,
+    # The endpoints' listen ports (this layer owns them; defaults in ooha/contract.py).
+    **contract_defaults("endpoint_pg_primary_port", "endpoint_pg_replicas_port", "endpoint_redis_port",
+                        "endpoint_amqp_port", "endpoint_stats_port"),
+    # The ports of the services behind the endpoints (postgres_port, patroni_rest_port,
+    # redis_port, rabbitmq_amqp_port) belong to the data layers: read through _value, whose
+    # fallback is ooha/contract.py CONTRACT_DEFAULTS, never re-declared here.
     # HAProxy health-check timing shared by every server line.
     "endpoint_check_timing": "inter 1s fastinter 500ms downinter 1s fall 2 rise 2",
     # Seconds the report waits for the backends to settle (it returns as soon as they have).
@@ -71,16 +68,14 @@ ENDPOINTS_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _value(target: Any, key: str) -> Any:
-    """A data key with this layer's default (the report runs outside the deploy)."""
-    value = target.data.get(key)
-    return ENDPOINTS_DEFAULTS[key] if value is None else value
+_value = Settings(ENDPOINTS_DEFAULTS, CONTRACT_DEFAULTS)
+"""A data key with this layer's default, else the contract's (the report runs outside the deploy)."""
 
 
 def backends(group: str) -> list[dict[str, str]]:
     """[{name, address}] of a group's hosts, from the whole inventory (--limit notwithstanding)."""
     return [
-        {"name": t.name, "address": str(t.data.get("private_address") or t.data.get("ssh_hostname") or t.name)}
+        {"name": t.name, "address": peer_address(t)}
         for t in inventory.get_group(group)
     ]
 
@@ -112,7 +107,7 @@ def input_problems(target: Any) -> list[str]:
                 ipaddress.ip_address(entry["address"])
             except ValueError:
                 problems.append(f"{entry['name']}: private_address: {entry['address']!r} is not an IP address; fix: set it")
-    if not str((target.data.get("secrets") or {}).get("redis_password") or ""):
+    if not secret(target, "redis_password"):
         problems.append("all: secrets.redis_password: missing; fix: set it in the secrets file")
     return problems
 
@@ -139,12 +134,16 @@ def template_vars(target: Any) -> dict[str, Any]:
         "stats_port": int(_value(target, "endpoint_stats_port")),
         "pg_primary_port": int(_value(target, "endpoint_pg_primary_port")),
         "pg_replicas_port": int(_value(target, "endpoint_pg_replicas_port")),
-        "redis_port": int(_value(target, "endpoint_redis_port")),
-        "amqp_port": int(_value(target, "endpoint_amqp_port")),
-        "pg_port": int(_value(target, "postgres_port")),
+        "redis_endpoint_port": int(_value(target, "endpoint_redis_port")),
+        "amqp_endpoint_port": int(_value(target, "endpoint_amqp_port")),
+        # Backend (service) ports: where the data layers listen, NOT the endpoints' own
+        # listen ports above (the two differ as soon as either is moved).
+        "pg_backend_port": int(_value(target, "postgres_port")),
         "patroni_rest_port": int(_value(target, "patroni_rest_port")),
+        "redis_backend_port": int(_value(target, "redis_port")),
+        "amqp_backend_port": int(_value(target, "rabbitmq_amqp_port")),
         "check_timing": str(_value(target, "endpoint_check_timing")),
-        "redis_auth_hex": redis_auth_hex(str((target.data.get("secrets") or {}).get("redis_password") or "")),
+        "redis_auth_hex": redis_auth_hex(secret(target, "redis_password")),
         "postgres": backends("postgres"),
         "redis": backends("redis"),
         "rabbitmq": backends("rabbitmq"),

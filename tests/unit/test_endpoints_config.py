@@ -6,9 +6,15 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import re
+from types import SimpleNamespace
+from typing import Any
+
 import jinja2
 import pytest
 
+from ooha import contract
+from ooha.layers import endpoints
 from ooha.layers.endpoints import redis_auth_hex
 from ooha.facts.haproxy import parse_stats_csv
 
@@ -47,8 +53,8 @@ def test_redis_auth_is_a_resp_array_so_any_password_byte_survives() -> None:
 def render(**overrides) -> str:
     variables = {
         "bind_addresses": ["127.0.0.1", "198.19.0.1"], "stats_port": 8404, "pg_primary_port": 5432,
-        "pg_replicas_port": 5433, "redis_port": 6379, "amqp_port": 5672, "pg_port": 5432,
-        "patroni_rest_port": 8008, "check_timing": "inter 1s fastinter 500ms downinter 1s fall 2 rise 2",
+        "pg_replicas_port": 5433, "redis_endpoint_port": 6379, "amqp_endpoint_port": 5672, "pg_backend_port": 5432,
+        "redis_backend_port": 6379, "amqp_backend_port": 5672, "patroni_rest_port": 8008, "check_timing": "inter 1s fastinter 500ms downinter 1s fall 2 rise 2",
         "redis_auth_hex": redis_auth_hex("secret"),
         "postgres": [{"name": f"data{i}", "address": f"198.18.{i}.31"} for i in (1, 2, 3)],
         "redis": [{"name": f"data{i}", "address": f"198.18.{i}.31"} for i in (1, 2, 3)],
@@ -78,3 +84,81 @@ def test_template_passes_haproxy_check(tmp_path: Path) -> None:
     path.write_text(render().replace("chroot /var/lib/haproxy", "").replace("stats socket /run/haproxy/admin.sock", f"stats socket {tmp_path}/s.sock"))
     result = subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the real template with the real template_vars(): frontend vs backend ports -------------
+
+
+def _host(name: str, groups: tuple[str, ...], **data: Any) -> SimpleNamespace:
+    return SimpleNamespace(name=name, groups=groups, data=dict(data))
+
+
+@pytest.fixture
+def client(monkeypatch: pytest.MonkeyPatch):
+    """A DS host with the lab's data tier in a fake inventory; returns a factory taking data overrides."""
+    data_hosts = [_host(f"data{i}", ("postgres", "redis", "rabbitmq"), private_address=f"198.18.{i}.31") for i in (1, 2, 3)]
+    groups = {"postgres": data_hosts, "redis": data_hosts, "rabbitmq": data_hosts}
+    monkeypatch.setattr(endpoints, "inventory", SimpleNamespace(get_group=lambda group: groups.get(group, [])))
+
+    def make(**data: Any) -> SimpleNamespace:
+        return _host("ds1", ("docs",), docker_bip="198.19.0.1/24", secrets={"redis_password": "r" * 24}, **data)
+
+    return make
+
+
+def render_real(target: SimpleNamespace) -> str:
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    template = env.from_string((TEMPLATES / "endpoints/haproxy.cfg.j2").read_text())
+    return template.render(**endpoints.template_vars(target))
+
+
+def sections(text: str) -> dict[str, str]:
+    """The text of each ``listen NAME`` section."""
+    return {m.group(1): m.group(2) for m in re.finditer(r"^listen (\S+)\n(.*?)(?=^listen |\Z)", text, re.S | re.M)}
+
+
+def bind_ports(section: str) -> set[int]:
+    return {int(port) for port in re.findall(r"^\s*bind \S+:(\d+)$", section, re.M)}
+
+
+def server_ports(section: str) -> set[int]:
+    """The port of each server line (server NAME ADDRESS:PORT ...)."""
+    ports = re.findall(r"^\s*server \S+ [0-9.]+:(\d+)\b", section, re.M)
+    assert len(ports) == 3, section
+    return {int(port) for port in ports}
+
+
+C = contract.CONTRACT_DEFAULTS
+
+
+def test_real_template_backends_use_the_service_ports_from_the_contract(client) -> None:
+    listen = sections(render_real(client()))
+    assert server_ports(listen["pg-primary"]) == server_ports(listen["pg-replicas"]) == {C["postgres_port"]}
+    assert server_ports(listen["redis-primary"]) == {C["redis_port"]}
+    assert server_ports(listen["rabbitmq"]) == {C["rabbitmq_amqp_port"]}
+    assert "check port 8008" in listen["pg-primary"] and C["patroni_rest_port"] == 8008
+    assert bind_ports(listen["pg-primary"]) == {C["endpoint_pg_primary_port"]}
+    assert bind_ports(listen["pg-replicas"]) == {C["endpoint_pg_replicas_port"]}
+    assert bind_ports(listen["redis-primary"]) == {C["endpoint_redis_port"]}
+    assert bind_ports(listen["rabbitmq"]) == {C["endpoint_amqp_port"]}
+    assert bind_ports(listen["stats"]) == {C["endpoint_stats_port"]}
+
+
+def test_moving_a_service_moves_its_backend_lines_not_the_endpoint(client) -> None:
+    listen = sections(render_real(client(rabbitmq_amqp_port=5673, redis_port=6380, postgres_port=5434)))
+    assert server_ports(listen["rabbitmq"]) == {5673}
+    assert server_ports(listen["redis-primary"]) == {6380}
+    assert server_ports(listen["pg-primary"]) == server_ports(listen["pg-replicas"]) == {5434}
+    # the clients keep their stable local ports
+    assert bind_ports(listen["rabbitmq"]) == {C["endpoint_amqp_port"]} == {5672}
+    assert bind_ports(listen["redis-primary"]) == {C["endpoint_redis_port"]} == {6379}
+    assert bind_ports(listen["pg-primary"]) == {C["endpoint_pg_primary_port"]} == {5432}
+    assert bind_ports(listen["pg-replicas"]) == {5433}
+    # both bind addresses: loopback and the Docker bridge gateway of the DS host
+    assert "bind 198.19.0.1:5672" in listen["rabbitmq"] and "bind 127.0.0.1:5672" in listen["rabbitmq"]
+
+
+def test_moving_an_endpoint_leaves_the_backends_alone(client) -> None:
+    listen = sections(render_real(client(endpoint_amqp_port=15672, endpoint_redis_port=16379)))
+    assert bind_ports(listen["rabbitmq"]) == {15672} and server_ports(listen["rabbitmq"]) == {5672}
+    assert bind_ports(listen["redis-primary"]) == {16379} and server_ports(listen["redis-primary"]) == {6379}
