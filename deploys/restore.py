@@ -18,6 +18,7 @@ from pyinfra import host, inventory, state
 from pyinfra.api import DeployError
 from pyinfra.operations import files, server, systemd
 
+from ooha.contract import postgres_bin_dir
 from ooha.preflight import check_pyinfra_inventory
 from ooha.layers.pgbackrest import converge_archiving, install_pgbackrest, setting
 from ooha.pgrestore import (RESTORE_DEFAULTS, RESTORE_SCRIPT, healthy_cluster_refusal, input_problems,
@@ -54,7 +55,7 @@ if "postgres" in host.groups:
     install_pgbackrest()
     files.template(name="Restore script", src=str(TEMPLATES / "pgbackrest/pgbackrest-restore.sh.j2"), dest=RESTORE_SCRIPT,
                    mode="755", jinja_env_kwargs=dict(JINJA), data_dir=_data_dir, stanza=_stanza,
-                   pg_version=int(setting(host, "postgres_version")), pg_port=int(setting(host, "postgres_port")))
+                   bin_dir=postgres_bin_dir(int(setting(host, "postgres_version"))), pg_port=int(setting(host, "postgres_port")))
     # Every host gets every operation, in this order; ``_if`` picks who acts.  (Operations
     # added for some hosts only are ordered per host, not by line: the others' Patroni
     # would start before the restored member leads.)

@@ -26,7 +26,7 @@ added to the postgres group starts Patroni with an empty data dir and joins as a
 by base backup; the leader only gets a reload for the new pg_hba line.
 
 The Document Server role and its databases (``onlyoffice`` and one per DS node,
-ooha/dsnodes.py) are made on the leader at execute time, from the
+ooha/contract.py) are made on the leader at execute time, from the
 facts read then, by ``ds_database`` (the role's password is sent as a SCRAM verifier
 computed here, never as text).
 """
@@ -49,11 +49,13 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
-from ooha.dsnodes import docs_hosts, node_database
+from ooha.contract import (CONTRACT_DEFAULTS, contract_defaults, debian_cluster_dir, docs_hosts, node_database,
+                           postgres_bin_dir, postgres_packages)
 from ooha.layers.etcd import client_endpoints
 from ooha.pki import push_host_cert
 from ooha.ops.private_files import private_template
 from ooha.report import CheckResult, poll
+from ooha.settings import Settings, secret
 from ooha.templating import JINJA, TEMPLATES
 from ooha.facts.patroni import PatroniCluster, PatroniDynamicConfig, PostgresDsObjects
 
@@ -62,21 +64,22 @@ PATRONI_PKI = "/etc/patroni/pki"
 CREATECLUSTER_CONF = "/etc/postgresql-common/createcluster.conf"
 
 POSTGRES_DEFAULTS: dict[str, Any] = {
-    "postgres_version": 15,
-    "postgres_packages": ["postgresql-15", "postgresql-client-15", "patroni", "python3-etcd"],
-    "postgres_port": 5432,
-    # Patroni's REST API: health checks (HAProxy on the DS hosts), /cluster for facts.
-    "patroni_rest_port": 8008,
+    # Version, ports, data dir and DS role: this layer owns them, other layers read them; the
+    # defaults are in ooha/contract.py.  patroni_rest_port: Patroni's REST API (health checks
+    # by HAProxy on the DS hosts, /cluster for facts).  NB: the packages and data dir are
+    # derived from the DEFAULT version; an inventory that sets postgres_version sets them too.
+    **contract_defaults("postgres_version", "postgres_port", "patroni_rest_port", "postgres_data_dir",
+                        "postgres_ds_role"),
+    "postgres_packages": postgres_packages(CONTRACT_DEFAULTS["postgres_version"]),
     # Patroni's cluster name (the etcd key prefix /service/<scope>).
     "patroni_scope": "onlyoffice",
-    "postgres_data_dir": "/var/lib/postgresql/15/onlyoffice",
     # Wait for Patroni to elect a leader after a (re)start before making role/database.
     "patroni_leader_deadline": 180,
     # Document Server's role (password: secret postgres_ds_password) and its own database
     # (for operators, drills and benchmarks).  Each DS node gets another database, owned by
-    # the same role: ooha/dsnodes.py node_database(<docs host>), e.g. onlyoffice_ds1.
+    # the same role: ooha/contract.py node_database(<docs host>), e.g. onlyoffice_ds1.
+    # The role's name, postgres_ds_role, is a contract key (above).
     "postgres_ds_database": "onlyoffice",
-    "postgres_ds_role": "onlyoffice",
     # Commits wait for a standby; Patroni promotes only that standby (no lost commits).
     "synchronous_mode": True,
     # The report fails a replica further behind than this many bytes of WAL.
@@ -111,10 +114,11 @@ POSTGRES_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _value(target: Any, key: str) -> Any:
-    """A data key with this layer's default (the report runs outside the postgres deploy)."""
-    value = target.data.get(key)
-    return POSTGRES_DEFAULTS[key] if value is None else value
+_value = Settings(POSTGRES_DEFAULTS)
+"""A data key with this layer's default (the report runs outside the postgres deploy)."""
+
+SECRETS = ("patroni_rest_password", "postgres_superuser_password", "postgres_replication_password", "postgres_ds_password")
+"""Secrets this layer needs."""
 
 
 def wanted_dcs(target: Any) -> dict[str, Any]:
@@ -130,6 +134,21 @@ def validate_timing(dcs: dict[str, Any]) -> str | None:
     if loop + 2 * retry > ttl:
         return f"loop_wait {loop} + 2 * retry_timeout {retry} > ttl {ttl}"
     return None
+
+
+def input_problems(target: Any) -> list[str]:
+    """Everything wrong with this layer's inputs, one line each: host, field, fix (host data only, no facts)."""
+    problems = []
+    try:
+        problem = validate_timing(wanted_dcs(target))
+    except (KeyError, TypeError, ValueError) as exc:
+        problem = f"ttl, loop_wait and retry_timeout must be integers ({exc!r})"
+    if problem:
+        problems.append(f"{target.name}: patroni_dcs: {problem}; fix: lower loop_wait/retry_timeout or raise ttl")
+    for key in SECRETS:
+        if not secret(target, key):
+            problems.append(f"all: secrets.{key}: missing; fix: set it in the secrets file")
+    return problems
 
 
 def dcs_differences(current: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
@@ -304,7 +323,7 @@ def _no_debian_cluster(data: Any) -> None:
     )
     apt.packages(name="Install PostgreSQL and Patroni", packages=list(data.postgres_packages), no_recommends=True)
     version = int(data.postgres_version)
-    main = f"/etc/postgresql/{version}/main"
+    main = debian_cluster_dir(version)
     if host.get_fact(Directory, path=main):
         # Made before this layer ran: keep its files, but never start it again.
         files.put(name="Disable Debian's default cluster", src=_text("disabled\n"), dest=f"{main}/start.conf", mode="644")
@@ -323,12 +342,12 @@ def postgres() -> None:
     """Converge this host's Patroni member; data keys are documented in POSTGRES_DEFAULTS."""
     data = host.data
     secrets = data.secrets
-    dcs = wanted_dcs(host)
-    problem = validate_timing(dcs)
-    if problem:
+    problems = input_problems(host)
+    if problems:
         from pyinfra.api.exceptions import DeployError
 
-        raise DeployError(f"{host.name}: patroni_dcs: {problem}; fix: lower loop_wait/retry_timeout or raise ttl")
+        raise DeployError("postgres layer inputs:\n" + "\n".join(problems))
+    dcs = wanted_dcs(host)
 
     _no_debian_cluster(data)
 
@@ -350,7 +369,7 @@ def postgres() -> None:
         dcs=dcs,
         pg_port=int(data.postgres_port),
         data_dir=data.postgres_data_dir,
-        pg_version=int(data.postgres_version),
+        bin_dir=postgres_bin_dir(int(data.postgres_version)),
         superuser_password=secrets["postgres_superuser_password"],
         replication_password=secrets["postgres_replication_password"],
         members=_members(),

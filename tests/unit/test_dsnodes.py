@@ -43,7 +43,7 @@ def _render_patroni(clients: list[dict]) -> str:
     return env.get_template("postgres/patroni.yml.j2").render(
         scope="onlyoffice", member_name="data1", address="198.18.1.31", rest_port=8008, rest_password="r" * 20,
         etcd_hosts=["198.18.1.31:2379"], pki="/etc/patroni/pki", dcs={"ttl": 12}, pg_port=5432,
-        data_dir="/var/lib/postgresql/15/onlyoffice", pg_version=15, superuser_password="s" * 20,
+        data_dir="/var/lib/postgresql/15/onlyoffice", bin_dir="/usr/lib/postgresql/15/bin", superuser_password="s" * 20,
         replication_password="p" * 20, members=[{"name": "data1", "address": "198.18.1.31"}],
         clients=clients, ds_role="onlyoffice",
     )
