@@ -1,7 +1,7 @@
 """Document Server layer: one ``onlyoffice-documentserver`` container per DS host ("per-node shards").
 
 Design (docs/architecture.md, "App tier: Document Server").  Every DS node has ITS OWN
-PostgreSQL database, RabbitMQ vhost and Redis key prefix (ooha/dsnodes.py) on the shared
+PostgreSQL database, RabbitMQ vhost and Redis key prefix (ooha/contract.py) on the shared
 HA data tier; the load balancer keeps each document on one node, so nodes never share
 editing state.  That makes the image's two cluster traps impossible by construction,
 whoever stops or changes a container (an operator's ``docker stop``, a host shutdown,
@@ -68,9 +68,11 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files
 
 from ooha.ops.containers import ContainerSpec, Mount, Port, container, env_file_text, env_sha256, memory_bytes, nano_cpus
-from ooha.dsnodes import docker_gateway, node_database, node_redis_prefix, node_vhost
+from ooha.contract import CONTRACT_DEFAULTS, contract_defaults, docker_gateway, node_database, node_redis_prefix, node_vhost
 from ooha.ops.private_files import private_put
 from ooha.report import CheckResult, poll
+from ooha.settings import Settings
+from ooha.settings import secret as _secret
 from ooha.facts.documentserver import (
     CONTAINER,
     EXAMPLE_CONF,
@@ -104,8 +106,9 @@ DS_DEFAULTS: dict[str, Any] = {
     "ds_edition": "ee",
     # The test example (never in production): on -> /example/ answers 200 on each node.
     "ds_example_enabled": False,
-    # Host port (on private_address only) that publishes the container's nginx (80).
-    "ds_http_port": 80,
+    # Host port (on private_address only) that publishes the container's nginx (80); the
+    # load balancer's upstreams read the same key (default in ooha/contract.py).
+    **contract_defaults("ds_http_port"),
     "ds_restart_policy": "unless-stopped",
     # Optional limits: docker sizes ("4g", "512m") and CPUs (2, 1.5); None: no limit.
     "ds_memory_limit": None,
@@ -114,9 +117,9 @@ DS_DEFAULTS: dict[str, Any] = {
     "ds_jwt_header": "Authorization",
     # Extra non-secret env for the container, e.g. {"WOPI_ENABLED": "true"}.
     "ds_extra_env": {},
-    # Sentinel master name and port for ee/de (the redis layer's).
-    "ds_redis_master_name": "onlyoffice",
-    "ds_sentinel_port": 26379,
+    # Sentinel master name and port for ee/de: the redis layer's, from the contract.
+    "ds_redis_master_name": CONTRACT_DEFAULTS["redis_master_name"],
+    "ds_sentinel_port": CONTRACT_DEFAULTS["redis_sentinel_port"],
     # Seconds the deploy waits for supervisord in a new container (the entrypoint first waits
     # for the database), and the report for /healthcheck to say true after a (re)start.
     "ds_start_deadline": 180,
@@ -135,14 +138,9 @@ _ENV_KEY = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _SECRETS = ("jwt_secret", "secure_link_secret", "postgres_ds_password", "rabbitmq_password", "redis_password")
 
 
-def _value(target: Any, key: str) -> Any:
-    """A data key with this layer's default (the report runs outside the deploy)."""
-    value = target.data.get(key)
-    return DS_DEFAULTS[key] if value is None and key in DS_DEFAULTS else value
-
-
-def _secret(target: Any, key: str) -> str:
-    return str((target.data.get("secrets") or {}).get(key) or "")
+_value = Settings(DS_DEFAULTS, CONTRACT_DEFAULTS, optional=True)
+"""A data key with this layer's default, else the contract's (rabbitmq_user, endpoint_*_port,
+postgres_ds_role are other layers' keys), else None: the report runs outside the deploy."""
 
 
 def image_ref(target: Any) -> str:
@@ -225,14 +223,14 @@ def community_warning(edition: str, docs_count: int) -> str | None:
 def container_env(target: Any) -> dict[str, str]:
     """The container's environment (holds secrets: written only to the 0600 env-file)."""
     gateway = docker_gateway(target.data.get("docker_bip"))
-    amqp_user = str(target.data.get("rabbitmq_user") or "onlyoffice")
-    amqp_port = int(target.data.get("endpoint_amqp_port") or 5672)
+    amqp_user = str(_value(target, "rabbitmq_user"))
+    amqp_port = int(_value(target, "endpoint_amqp_port"))
     env = {
         "DB_TYPE": "postgres",
         "DB_HOST": str(gateway),
-        "DB_PORT": str(int(target.data.get("endpoint_pg_primary_port") or 5432)),
+        "DB_PORT": str(int(_value(target, "endpoint_pg_primary_port"))),
         "DB_NAME": node_database(target.name),
-        "DB_USER": str(target.data.get("postgres_ds_role") or "onlyoffice"),
+        "DB_USER": str(_value(target, "postgres_ds_role")),
         "DB_PWD": _secret(target, "postgres_ds_password"),
         "AMQP_TYPE": "rabbitmq",
         "AMQP_URI": (f"amqp://{quote(amqp_user, safe='')}:{quote(_secret(target, 'rabbitmq_password'), safe='')}"
@@ -244,7 +242,7 @@ def container_env(target: Any) -> dict[str, str]:
         "SECURE_LINK_SECRET": _secret(target, "secure_link_secret"),
         # Community reads these (ee/de get Sentinel from the mounted config instead).
         "REDIS_SERVER_HOST": str(gateway),
-        "REDIS_SERVER_PORT": str(int(target.data.get("endpoint_redis_port") or 6379)),
+        "REDIS_SERVER_PORT": str(int(_value(target, "endpoint_redis_port"))),
         "REDIS_SERVER_PASS": _secret(target, "redis_password"),
     }
     env.update({str(k): str(v) for k, v in (_value(target, "ds_extra_env") or {}).items()})

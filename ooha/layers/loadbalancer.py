@@ -53,7 +53,9 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import apt, files, server, systemd
 
 from ooha.ops.private_files import private_put, private_template
+from ooha.contract import CONTRACT_DEFAULTS, peer_address
 from ooha.report import CheckResult, poll
+from ooha.settings import Settings, secret
 from ooha.templating import JINJA, TEMPLATES
 from ooha.facts.nginx import (
     FrontDoorProbe, HostAddresses, NginxConfigTest, NginxLogTail, NginxUpstreams, ServiceStates, diagnose_502,
@@ -87,8 +89,8 @@ LOADBALANCER_DEFAULTS: dict[str, Any] = {
     "lb_vrrp_advert_int": 0.5,
     # Per-host priority; None: 150 for the first LB in the inventory, 10 less for each next.
     "lb_vrrp_priority": None,
-    # The Document Server nodes' HTTP port (contract: the container publishes it).
-    "ds_http_port": 80,
+    # The Document Server nodes' HTTP port, ds_http_port, is the documentserver layer's key:
+    # read through _value (default in ooha/contract.py), never re-declared here.
     # Passive failure detection: one failure takes a node out for fail_timeout.
     "lb_max_fails": 1,
     "lb_fail_timeout": "10s",
@@ -100,9 +102,10 @@ LOADBALANCER_DEFAULTS: dict[str, Any] = {
     "lb_next_upstream_timeout": "15s",
     "lb_client_max_body_size": "100m",
     "lb_worker_connections": 4096,
-    # Shard table: Redis through the local HAProxy endpoint (follows Sentinel failover).
+    # Shard table: Redis through the local HAProxy endpoint (follows Sentinel failover),
+    # so the port defaults to the endpoints layer's endpoint_redis_port (ooha/contract.py).
     "lb_redis_host": "127.0.0.1",
-    "lb_redis_port": 6379,
+    "lb_redis_port": CONTRACT_DEFAULTS["endpoint_redis_port"],
     # Per Redis operation.  Past it the Lua falls back to the plain hash, which sends a
     # MOVED document back to its hash node: 300 ms was exceeded on a loaded 2-core machine.
     # A hung Redis costs a keyed request up to ~2 tries x a few operations x this.
@@ -117,10 +120,8 @@ _DURATION = re.compile(r"^\d+(ms|s|m)?$")
 _SIZE = re.compile(r"^\d+[kKmMgG]?$")
 
 
-def _value(target: Any, key: str) -> Any:
-    """A data key with this layer's default (the report runs outside the deploy)."""
-    value = target.data.get(key)
-    return LOADBALANCER_DEFAULTS[key] if value is None else value
+_value = Settings(LOADBALANCER_DEFAULTS, CONTRACT_DEFAULTS)
+"""A data key with this layer's default, else the contract's (ds_http_port): the report runs outside the deploy."""
 
 
 # --- pure helpers (unit-tested) -----------------------------------------------------------
@@ -179,7 +180,7 @@ def ds_nodes(port: int) -> list[dict[str, Any]]:
     """The docs group (whole inventory, --limit notwithstanding) as upstream entries."""
     nodes = []
     for target in inventory.get_group("docs"):
-        address = str(target.data.get("private_address") or target.data.get("ssh_hostname") or target.name)
+        address = peer_address(target)
         nodes.append({
             "name": target.name, "address": address, "port": int(port),
             "lua_name": lua_string(target.name), "lua_host": lua_string(address),
@@ -274,7 +275,7 @@ def input_problems(target: Any) -> list[str]:
             ipaddress.ip_address(node["address"])
         except ValueError:
             problems.append(f"{node['name']}: private_address: {node['address']!r} is not an IP address; fix: set it")
-    if not str((target.data.get("secrets") or {}).get("redis_password") or ""):
+    if not secret(target, "redis_password"):
         problems.append("all: secrets.redis_password: missing; fix: set it in the secrets file (the shard table is in Redis)")
     problems += certificate_problems(_value(target, "lb_tls_certificate"), _value(target, "lb_tls_key"))
     return problems
@@ -301,7 +302,7 @@ def nginx_vars(target: Any, conf_dir: str) -> dict[str, Any]:
         "lua_key_prefix": lua_string(prefix),
         "lua_redis_host": lua_string(str(_value(target, "lb_redis_host"))),
         "redis_port": int(_value(target, "lb_redis_port")),
-        "lua_redis_password": lua_string(str((target.data.get("secrets") or {}).get("redis_password") or "")),
+        "lua_redis_password": lua_string(secret(target, "redis_password")),
         "ttl": int(_value(target, "lb_shard_ttl")),
         "redis_timeout_ms": int(_value(target, "lb_redis_timeout_ms")),
     }

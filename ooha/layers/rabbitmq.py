@@ -7,7 +7,7 @@ an Erlang inetrc), ``cluster_partition_handling = pause_minority``.  The first h
 the ``rabbitmq`` group is the seed; every other node joins it once, by an operation that
 reads the node's cluster status when it executes (a node already clustered is left
 alone, a node clustered elsewhere is refused, never reset).  The vhost ``onlyoffice`` and
-one vhost per DS node (``onlyoffice_<node>``, ooha/dsnodes.py), user ``onlyoffice``
+one vhost per DS node (``onlyoffice_<node>``, ooha/contract.py), user ``onlyoffice``
 (password from stdin, never on a command line) with permissions on those vhosts only, and
 the removal of ``guest`` are cluster-wide and run on the seed.
 
@@ -44,9 +44,11 @@ from pyinfra.api.exceptions import DeployError, OperationError
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import apt, files, server, systemd
 
-from ooha.dsnodes import docs_hosts, node_vhost
+from ooha.contract import CONTRACT_DEFAULTS, contract_defaults, docs_hosts, node_vhost, peer_address
 from ooha.ops.private_files import private_put
 from ooha.report import CheckResult, poll
+from ooha.settings import Settings
+from ooha.settings import secret as _secret
 from ooha.templating import JINJA, TEMPLATES
 from ooha.facts.rabbitmq import (
     COOKIE_FILE,
@@ -80,14 +82,15 @@ RABBITMQ_DEFAULTS: dict[str, Any] = {
     "rabbitmq_packages": ["rabbitmq-server"],
     # Document Server's user (the user's password is secret rabbitmq_password) and its shared
     # vhost (operators, drills).  Each DS node gets its own vhost too, with the same user's
-    # permissions and the mirror policy: ooha/dsnodes.py node_vhost(<docs host>).
+    # permissions and the mirror policy: ooha/contract.py node_vhost(<docs host>).  The user
+    # and the AMQP port are read by other layers (documentserver, endpoints): their defaults
+    # are in ooha/contract.py.
     "rabbitmq_vhost": "onlyoffice",
-    "rabbitmq_user": "onlyoffice",
+    **contract_defaults("rabbitmq_user", "rabbitmq_amqp_port"),
     # pause_minority: the side of a cut with fewer than half the nodes stops serving.
     "rabbitmq_partition_handling": "pause_minority",
     # Mirror DS's classic queues on every node (policy ha-onlyoffice); see the module note.
     "rabbitmq_mirror_queues": True,
-    "rabbitmq_amqp_port": 5672,
     # Plugins to enable. None by default: the deploy's checks use rabbitmqctl only, and in
     # RabbitMQ 3.10 the management agent crashes when pause_minority restarts the rabbit app
     # after a cut heals (case_clause in rabbit_net:dist_info while two distribution
@@ -113,7 +116,7 @@ def node_name(name: str) -> str:
 def cluster_peers() -> dict[str, str]:
     """{inventory name: private address} of every rabbitmq host, --limit notwithstanding."""
     return {
-        target.name: str(target.data.get("private_address") or target.data.get("ssh_hostname") or target.name)
+        target.name: peer_address(target)
         for target in inventory.get_group(GROUP)
     }
 
@@ -123,18 +126,17 @@ def seed_host() -> str:
     return inventory.get_group(GROUP)[0].name
 
 
-def _layer_value(target: Any, key: str) -> Any:
-    """A data key with this layer's default (the report runs outside the deploy)."""
-    value = target.data.get(key)
-    return RABBITMQ_DEFAULTS[key] if value is None else value
+_layer_value = Settings(RABBITMQ_DEFAULTS)
+"""A data key with this layer's default (the report and preflight run outside the deploy)."""
 
 
-def _secret(target: Any, key: str) -> str:
-    return str((target.data.get("secrets") or {}).get(key) or "")
+def input_problems(target: Any, peers: dict[str, str] | None = None) -> list[str]:
+    """Everything wrong with this layer's inputs, one line each: host, field, fix.
 
-
-def input_problems(peers: dict[str, str], data: Any) -> list[str]:
-    """Everything wrong with this layer's inputs, one line each: host, field, fix."""
+    Host data and the inventory only (``peers``: cluster_peers() unless given), never facts:
+    it runs in the preflight too, where the deploy's data_defaults do not apply.
+    """
+    peers = cluster_peers() if peers is None else peers
     problems = []
     for name, address in peers.items():
         if not _NAME.match(name):
@@ -143,15 +145,14 @@ def input_problems(peers: dict[str, str], data: Any) -> list[str]:
             ipaddress.ip_address(address)
         except ValueError:
             problems.append(f"{name}: private_address: {address!r} is not an IP address; fix: set private_address to the host's peer address")
-    secrets = data.get("secrets") or {}
-    if not str(secrets.get("rabbitmq_password") or ""):
+    if not _secret(target, "rabbitmq_password"):
         problems.append("all: secrets.rabbitmq_password: missing; fix: set it in the secrets file")
-    if not _COOKIE.match(str(secrets.get("rabbitmq_erlang_cookie") or "")):
+    if not _COOKIE.match(_secret(target, "rabbitmq_erlang_cookie")):
         problems.append("all: secrets.rabbitmq_erlang_cookie: must be 20-255 characters from [A-Za-z0-9_-.+/=]; fix: set it in the secrets file")
     for key in ("rabbitmq_vhost", "rabbitmq_user"):
-        if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", str(data.get(key) or "")):
-            problems.append(f"all: {key}: {data.get(key)!r} is not a plain name; fix: use letters, digits, '_', '.', '-'")
-    if data.get("rabbitmq_partition_handling") not in ("pause_minority", "autoheal", "ignore"):
+        if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", str(_layer_value(target, key) or "")):
+            problems.append(f"all: {key}: {_layer_value(target, key)!r} is not a plain name; fix: use letters, digits, '_', '.', '-'")
+    if _layer_value(target, "rabbitmq_partition_handling") not in ("pause_minority", "autoheal", "ignore"):
         problems.append("all: rabbitmq_partition_handling: unknown mode; fix: pause_minority (or autoheal, ignore)")
     return problems
 
@@ -421,7 +422,7 @@ def rabbitmq() -> None:
     """Converge one rabbitmq host; data keys are documented in RABBITMQ_DEFAULTS."""
     data = host.data
     peers = cluster_peers()
-    problems = input_problems(peers, data)
+    problems = input_problems(host, peers)
     if problems:
         raise DeployError("RabbitMQ layer inputs:\n" + "\n".join(problems))
     _refuse_cookie_change(_secret(host, "rabbitmq_erlang_cookie"))

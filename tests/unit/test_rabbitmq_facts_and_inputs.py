@@ -64,13 +64,13 @@ def _data(**overrides):
 
 def test_valid_inputs_have_no_problems() -> None:
     peers = {"data1": "198.18.1.31", "data2": "198.18.2.31"}
-    assert input_problems(peers, _data()) == []
+    assert input_problems(SimpleNamespace(name="data1", data=_data()), peers) == []
 
 
 def test_each_bad_input_names_host_field_and_fix() -> None:
     peers = {"Data_1": "198.18.1.31", "data2": "db2.example"}
-    problems = input_problems(peers, _data(secrets={"rabbitmq_erlang_cookie": "short"}, rabbitmq_vhost="a b",
-                                           rabbitmq_partition_handling="sometimes"))
+    data = _data(secrets={"rabbitmq_erlang_cookie": "short"}, rabbitmq_vhost="a b", rabbitmq_partition_handling="sometimes")
+    problems = input_problems(SimpleNamespace(name="data1", data=data), peers)
     text = "\n".join(problems)
     assert "Data_1: inventory name" in text
     assert "data2: private_address: 'db2.example'" in text
