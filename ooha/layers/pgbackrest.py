@@ -42,6 +42,7 @@ from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
 from ooha.layers.postgres import POSTGRES_DEFAULTS, curl_user_config, dynamic_config
+from ooha.ops.hosts_file import entry_line, hosts_entries
 from ooha.ops.private_files import private_template
 from ooha.report import CheckResult, poll
 from ooha.settings import Settings
@@ -53,6 +54,7 @@ PGBACKREST_CONF = "/etc/pgbackrest/pgbackrest.conf"
 CA_FILE = "/etc/pgbackrest/s3-ca.crt"
 BACKUP_SCRIPT = "/usr/local/sbin/ooha-pgbackrest-backup"
 UNIT_DIR = "/etc/systemd/system"
+HOSTS_OWNER = "pgbackrest"  # its /etc/hosts line ends "# onlyoffice-ha pgbackrest" (ooha/ops/hosts_file.py)
 SECRETS = ("s3_access_key", "s3_secret_key", "pgbackrest_cipher_pass")
 """Secrets this layer needs (checked only when the layer runs)."""
 
@@ -334,11 +336,15 @@ def _endpoint_name_resolves() -> None:
     if not address:
         return
     name, _ = endpoint_parts(setting(host, "pgbackrest_s3_endpoint"))
-    files.line(name=f"{name} resolves to {address} (/etc/hosts)", path="/etc/hosts",
-               line=rf"^{re.escape(address)} {re.escape(name)}$", replace=f"{address} {name}")
+    # One owner per /etc/hosts line (RabbitMQ's peers are there too): ooha/ops/hosts_file.py.
+    # adopt: the untagged line earlier versions wrote (files.line and the boot unit).
+    hosts_entries(name=f"{name} resolves to {address} (/etc/hosts)", entries=[(address, name)], owner=HOSTS_OWNER,
+                  adopt=[f"{address} {name}"])
+    # The boot unit writes the very line the operation writes, so a deploy after a restart finds it right.
     unit = files.template(name="Boot unit keeping that /etc/hosts entry", src=str(TEMPLATES / "pgbackrest/pgbackrest-s3-hosts.service.j2"),
                           dest=f"{UNIT_DIR}/ooha-pgbackrest-s3-hosts.service", mode="644",
-                          jinja_env_kwargs=dict(JINJA), endpoint_name=name, address=address)
+                          jinja_env_kwargs=dict(JINJA), endpoint_name=name, address=address,
+                          line=entry_line(address, name, HOSTS_OWNER))
     systemd.daemon_reload(name="Reload systemd (boot unit changed)", _if=unit.did_change)
     systemd.service(name="Boot unit for the S3 endpoint's name enabled", service="ooha-pgbackrest-s3-hosts.service",
                     running=True, enabled=True)

@@ -41,10 +41,10 @@ from typing import Any
 from pyinfra import host, inventory
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
 from pyinfra.api.exceptions import DeployError, OperationError
-from pyinfra.facts.files import FileContents
 from pyinfra.operations import apt, files, server, systemd
 
 from ooha.contract import CONTRACT_DEFAULTS, contract_defaults, docs_hosts, node_vhost, peer_address
+from ooha.ops.hosts_file import hosts_entries
 from ooha.ops.private_files import private_put
 from ooha.report import CheckResult, poll
 from ooha.settings import Settings
@@ -72,8 +72,7 @@ SECRETS_DIR = f"{CONF_DIR}/onlyoffice-ha"
 PASSWORD_FILE = f"{SECRETS_DIR}/amqp-password"
 DROP_IN = "/etc/systemd/system/rabbitmq-server.service.d/10-onlyoffice-ha.conf"
 DATA_DIR = "/var/lib/rabbitmq"
-HOSTS_FILE = "/etc/hosts"
-HOSTS_TAG = "# onlyoffice-ha rabbitmq"
+HOSTS_OWNER = "rabbitmq"  # its /etc/hosts lines end "# onlyoffice-ha rabbitmq" (ooha/ops/hosts_file.py)
 SERVICE = "rabbitmq-server.service"
 POLICY = "ha-onlyoffice"
 
@@ -171,23 +170,6 @@ def _refuse_cookie_change(wanted_cookie: str) -> None:
 
 
 # --- operations that read the cluster when they execute ---------------------------------
-
-
-@operation()
-def etc_hosts_entries(entries: dict[str, str], tag: str = HOSTS_TAG):
-    """Lines ``ADDRESS NAME  TAG`` in /etc/hosts, rewritten in place.
-
-    pyinfra's files.block/files.line replace the file with ``mv``; a container's
-    /etc/hosts is a bind mount that cannot be replaced, only rewritten.
-    """
-    current = host.get_fact(FileContents, path=HOSTS_FILE) or []
-    kept = [line for line in current if not line.rstrip().endswith(tag)]
-    managed = [f"{address}\t{name}  {tag}" for name, address in sorted(entries.items())]
-    wanted = kept + managed
-    if wanted == current:
-        host.noop(f"{HOSTS_FILE} has the {len(managed)} peer entries")
-        return
-    yield StringCommand("printf", "'%s\\n'", *[QuoteString(line) for line in wanted], ">", HOSTS_FILE)
 
 
 @operation()
@@ -308,7 +290,7 @@ def _node_files(data: Any, peers: dict[str, str]) -> list[Any]:
         dest=COOKIE_FILE, user="rabbitmq", group="rabbitmq", mode="400",
     )
     files.directory(name="RabbitMQ configuration directory", path=CONF_DIR, mode="755")
-    etc_hosts_entries(name="Peers in /etc/hosts", entries=peers)
+    hosts_entries(name="Peers in /etc/hosts", entries=peers, owner=HOSTS_OWNER)
     env = files.put(
         name="RabbitMQ node name",
         src=StringIO(f"# Managed by onlyoffice-ha (ooha/layers/rabbitmq.py)\nNODENAME={node_name(host.name)}\n"),
