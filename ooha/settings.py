@@ -31,6 +31,12 @@ def _has_key(data: Any, key: str) -> bool:
 
 def setting(target: Any, key: str, *defaults: Mapping[str, Any], keep_explicit_none: bool = False,
             optional: bool = False) -> Any:
+    """``data_value(target.data, ...)``: the usual form, for a pyinfra Host or a fake with ``.data``."""
+    return data_value(target.data, key, *defaults, keep_explicit_none=keep_explicit_none, optional=optional)
+
+
+def data_value(data: Any, key: str, *defaults: Mapping[str, Any], keep_explicit_none: bool = False,
+               optional: bool = False) -> Any:
     """``target``'s data value of ``key``, else the default from the first of ``defaults`` holding it.
 
     A value of ``None`` counts as unset (pyinfra's ``data.get`` cannot tell an absent key from
@@ -39,7 +45,6 @@ def setting(target: Any, key: str, *defaults: Mapping[str, Any], keep_explicit_n
     A key in none of ``defaults`` is a KeyError (a typo should fail loudly), unless
     ``optional``: then it gives None.
     """
-    data = target.data
     value = data.get(key)
     if value is not None or (keep_explicit_none and _has_key(data, key)):
         return value

@@ -18,6 +18,7 @@ from pyinfra.operations.util import any_changed
 
 from ooha.preflight import is_ip_address
 from ooha.report import CheckResult, poll
+from ooha.settings import Settings
 from ooha.templating import JINJA, TEMPLATES
 from ooha.facts.base import AptProxyConfigured, ChronyTracking, TimeZoneName
 
@@ -206,10 +207,9 @@ CHRONY_SYNC_DEADLINE = 90.0
 """Seconds the report waits for chrony's first sync after a (re)start (iburst: ~10 s)."""
 
 
-def _layer_value(target: Any, key: str) -> Any:
-    """A data key with this layer's default (the report runs outside the Base deploy)."""
-    value = target.data.get(key)
-    return BASE_DEFAULTS[key] if value is None and key not in target.data.dict() else value
+_layer_value = Settings(BASE_DEFAULTS, keep_explicit_none=True)
+"""A data key with this layer's default (the report runs outside the Base deploy).  A key the
+inventory sets to None stays None: ``apt_proxy = None`` means "no proxy", not the default."""
 
 
 def _normalise(value: Any) -> Any:

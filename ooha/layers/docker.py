@@ -43,6 +43,8 @@ from pyinfra.operations import apt, files, systemd
 
 from ooha.ops.private_files import private_put
 from ooha.report import CheckResult, poll
+from ooha.settings import Settings, data_value
+from ooha.settings import secret as _secret
 from ooha.facts.docker import DAEMON_JSON, DaemonConfigPending, DockerEngine, RegistryLogin
 
 SERVICE = "docker.service"
@@ -96,14 +98,8 @@ DOCKER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _value(target: Any, key: str) -> Any:
-    """A data key with this layer's default (the report and validation run outside the deploy)."""
-    value = target.data.get(key)
-    return DOCKER_DEFAULTS[key] if value is None else value
-
-
-def _secret(target: Any, key: str) -> str:
-    return str((target.data.get("secrets") or {}).get(key) or "")
+_value = Settings(DOCKER_DEFAULTS)
+"""A data key with this layer's default (the report and validation run outside the deploy)."""
 
 
 # --- input validation -----------------------------------------------------------------------
@@ -230,8 +226,7 @@ def daemon_config(data: Any) -> dict[str, Any]:
     """daemon.json as a dict, from data (anything with ``.get``; layer defaults fill gaps)."""
 
     def get(key: str) -> Any:
-        value = data.get(key)
-        return DOCKER_DEFAULTS[key] if value is None else value
+        return data_value(data, key, DOCKER_DEFAULTS)
 
     config: dict[str, Any] = {
         "bip": str(get("docker_bip")).strip(),
@@ -259,8 +254,7 @@ def docker_repo_source(data: Any, arch: str, codename: str) -> dict[str, Any]:
     """``apt.sources_file`` arguments for Docker's repository (the "docker" source)."""
 
     def get(key: str) -> Any:
-        value = data.get(key)
-        return DOCKER_DEFAULTS[key] if value is None else value
+        return data_value(data, key, DOCKER_DEFAULTS)
 
     return {
         "filename": DOCKER_SOURCES_NAME,

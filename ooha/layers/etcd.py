@@ -22,7 +22,9 @@ from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from ooha.pki import push_host_cert
+from ooha.contract import contract_defaults
 from ooha.report import CheckResult, poll
+from ooha.settings import Settings
 from ooha.templating import JINJA, TEMPLATES
 from ooha.facts.etcd import (
     ETCD_DEFAULTS_FILE,
@@ -37,7 +39,8 @@ from ooha.facts.etcd import (
 ETCD_DEFAULTS: dict[str, Any] = {
     # Debian packages: the server and etcdctl (health checks, member add).
     "etcd_packages": ["etcd-server", "etcd-client"],
-    "etcd_client_port": 2379,
+    # The client port: Patroni (postgres layer) reaches it, default in ooha/contract.py.
+    **contract_defaults("etcd_client_port"),
     "etcd_peer_port": 2380,
     # A data dir of its own: the package's first start (localhost, /var/lib/etcd/default)
     # never becomes part of the cluster.
@@ -51,10 +54,8 @@ ETCD_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _value(target: Any, key: str) -> Any:
-    """A data key with this layer's default (the report runs outside the etcd deploy)."""
-    value = target.data.get(key)
-    return ETCD_DEFAULTS[key] if value is None else value
+_value = Settings(ETCD_DEFAULTS)
+"""A data key with this layer's default (the report runs outside the etcd deploy)."""
 
 
 def etcd_members() -> list[Any]:

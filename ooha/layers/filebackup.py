@@ -43,6 +43,8 @@ from pyinfra.operations.util import any_changed
 
 from ooha.ops.private_files import private_put
 from ooha.report import CheckResult
+from ooha.settings import Settings
+from ooha.settings import secret as _secret
 from ooha.templating import JINJA, TEMPLATES
 from ooha.facts.filebackup import SCRIPT, FileBackupStatus
 
@@ -90,14 +92,8 @@ FILEBACKUP_DEFAULTS: dict[str, Any] = {
 }
 
 
-def setting(target: Any, key: str) -> Any:
-    """A data key with this layer's default (the report and restore run outside the deploy)."""
-    value = target.data.get(key)
-    return FILEBACKUP_DEFAULTS[key] if value is None else value
-
-
-def _secret(target: Any, key: str) -> str:
-    return str((target.data.get("secrets") or {}).get(key) or "")
+setting = Settings(FILEBACKUP_DEFAULTS)
+"""A data key with this layer's default (the report and restore run outside the deploy)."""
 
 
 def repository(target: Any) -> str:

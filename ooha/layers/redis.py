@@ -70,7 +70,9 @@ from pyinfra.facts.files import File, FindInFile
 from pyinfra.operations import apt, files, systemd
 
 from ooha.ops.private_files import private_put, private_template
+from ooha.contract import CONTRACT_DEFAULTS, contract_defaults, peer_address
 from ooha.report import CheckResult, poll
+from ooha.settings import Settings, required_secret
 from ooha.templating import JINJA, TEMPLATES
 from ooha.facts.redis import (
     CLI,
@@ -83,8 +85,9 @@ from ooha.facts.redis import (
 )
 
 GROUP = "redis"
-REDIS_PORT = 6379
-SENTINEL_PORT = 26379
+REDIS_PORT = CONTRACT_DEFAULTS["redis_port"]
+SENTINEL_PORT = CONTRACT_DEFAULTS["redis_sentinel_port"]
+"""The defaults only: the layer reads data keys redis_port / redis_sentinel_port (ooha/contract.py)."""
 REDIS_CONF = "/etc/redis/redis.conf"
 OWNED_CONF = "/etc/redis/redis-onlyoffice-ha.conf"
 SENTINEL_CONF = "/etc/redis/sentinel.conf"
@@ -97,8 +100,9 @@ SAFE_SECRET = re.compile(r"^[A-Za-z0-9_\-+/=.~]{16,}$")
 """Secrets go inside double quotes in Redis config files: no quotes, backslashes, spaces."""
 
 REDIS_DEFAULTS: dict[str, Any] = {
-    # Sentinel's name for the replication group (contract: "onlyoffice").
-    "redis_master_name": "onlyoffice",
+    # Sentinel's name for the replication group, Redis's and Sentinel's ports: this layer
+    # owns them, endpoints and documentserver read them (defaults in ooha/contract.py).
+    **contract_defaults("redis_master_name", "redis_port", "redis_sentinel_port"),
     "redis_packages": ["redis-server", "redis-sentinel", "redis-tools"],
     # Sentinels that must agree a primary is down (2 of 3: one AZ lost still fails over,
     # the lone Sentinel of a cut-off AZ cannot).
@@ -131,28 +135,45 @@ RUNTIME_KEYS_FORBIDDEN = {"replicaof", "slaveof", "requirepass", "masterauth", "
 # --- inputs --------------------------------------------------------------------------
 
 
-def setting(target: Any, key: str) -> Any:
-    """A data key with this layer's default (the report runs outside the redis deploy)."""
-    value = target.data.get(key)
-    return REDIS_DEFAULTS[key] if value is None else value
+setting = Settings(REDIS_DEFAULTS)
+"""A data key with this layer's default (the report runs outside the redis deploy)."""
 
 
 def members() -> list[tuple[str, str]]:
     """``[(name, private address)]`` of the redis group in inventory order (outside --limit too)."""
-    return [(m.name, m.data.get("private_address") or m.data.get("ssh_hostname") or m.name) for m in inventory.get_group(GROUP)]
+    return [(m.name, peer_address(m)) for m in inventory.get_group(GROUP)]
 
 
 def secret(target: Any, key: str) -> str:
     """A secret, refused (with host, field and fix) if missing or unsafe in a config file."""
-    value = (target.data.get("secrets") or {}).get(key)
-    if not value:
-        raise DeployError(f"{target.name}: secrets.{key}: missing; fix: add {key} to the secrets file")
-    if not SAFE_SECRET.match(str(value)):
+    value = required_secret(target, key)
+    if not SAFE_SECRET.match(value):
         raise DeployError(
             f"{target.name}: secrets.{key}: must be 16+ characters of A-Z a-z 0-9 _-+/=.~ "
             f"(it goes inside quotes in Redis's config); fix: generate a new one, e.g. `openssl rand -hex 24`"
         )
     return str(value)
+
+
+SECRETS = ("redis_password", "redis_sentinel_password")
+"""Secrets this layer needs (each must pass ``secret``)."""
+
+
+def input_problems(target: Any) -> list[str]:
+    """Everything wrong with this layer's inputs, one line each: host, field, fix (host data only, no facts)."""
+    problems = []
+    for key in SECRETS:
+        try:
+            secret(target, key)
+        except DeployError as exc:
+            problems.append(str(exc))
+    try:
+        owned_settings(target)
+    except DeployError as exc:
+        problems.append(str(exc))
+    except AttributeError:
+        problems.append(f"{target.name}: private_address: missing; fix: set it to the host's peer address")
+    return problems
 
 
 def owned_settings(target: Any) -> dict[str, str]:
@@ -210,7 +231,7 @@ def redis_first_bootstrap(master: str, self_address: str, peers: list[str], firs
     primary = choose_primary(views, None, first)
     yield StringCommand("sed", "-i", "/^[[:space:]]*\\(replicaof\\|slaveof\\)[[:space:]]/d", REDIS_CONF)
     if primary != self_address:
-        yield StringCommand("echo", QuoteString(f"replicaof {primary} {REDIS_PORT}"), ">>", REDIS_CONF)
+        yield StringCommand("echo", QuoteString(f"replicaof {primary} {int(setting(host, 'redis_port'))}"), ">>", REDIS_CONF)
     yield "systemctl restart redis-server.service"
     yield StringCommand("touch", BOOTSTRAP_MARKER)
 
@@ -295,8 +316,8 @@ def _secrets_and_wrapper(password: str, sentinel_password: str) -> None:
         group="root",
         mode="700",
         secrets_dir=SECRETS_DIR,
-        redis_port=REDIS_PORT,
-        sentinel_port=SENTINEL_PORT,
+        redis_port=int(setting(host, "redis_port")),
+        sentinel_port=int(setting(host, "redis_sentinel_port")),
         timeout=CLI_TIMEOUT_SECONDS,
         jinja_env_kwargs=dict(JINJA),
     )
@@ -329,7 +350,7 @@ def redis() -> None:
         group="redis",
         mode="640",
         bind=wanted["bind"],
-        port=REDIS_PORT,
+        port=int(setting(host, "redis_port")),
         password=password,
         min_replicas_to_write=wanted["min-replicas-to-write"],
         min_replicas_max_lag=wanted["min-replicas-max-lag"],
@@ -355,8 +376,8 @@ def redis() -> None:
         peers=peers,
         first=first,
         template_vars={
-            "port": SENTINEL_PORT,
-            "redis_port": REDIS_PORT,
+            "port": int(setting(host, "redis_sentinel_port")),
+            "redis_port": int(setting(host, "redis_port")),
             "bind": f"{self_address} 127.0.0.1",
             "announce_ip": self_address,
             "sentinel_password": sentinel_password,
