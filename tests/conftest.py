@@ -1,34 +1,18 @@
-"""Shared test helpers: where the repo is and how to run pyinfra from it."""
+"""Shared test fixtures: where the repo is and how to run pyinfra from it (lab/client.py).
+
+The repo root is on sys.path through pytest's ``pythonpath = ["."]`` (and the venv's .pth).
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
+from lab.client import PYINFRA, REPO, run_pyinfra
 
-# Test modules import helpers as `tests.<dir>.<module>`; `pytest` (unlike
-# `python -m pytest`) does not put the repo root on sys.path by itself.
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-
-def run_pyinfra(*args: str, timeout: float = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the pyinfra CLI from the repo root (so config.py applies), bounded in time."""
-    return subprocess.run(
-        [PYINFRA, *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYINFRA_PROGRESS": "off", **(env or {})},
-        stdin=subprocess.DEVNULL,
-    )
+REPO_ROOT = REPO
+__all__ = ["PYINFRA", "REPO_ROOT", "run_pyinfra"]
 
 
 @pytest.fixture(scope="session")

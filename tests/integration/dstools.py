@@ -13,9 +13,8 @@ import requests
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from tests.integration.conftest import host_entry, ssh
-from tests.integration.deploytools import deploy, explain
-from tests.integration.pg_writer import wait_for  # noqa: F401  (re-exported: one poller for the DS tests)
+from lab.client import explain, host_entry, ssh
+from tests.integration.deploytools import deploy
 
 CONTAINER = "onlyoffice-documentserver"
 DOCS = ("ds1", "ds2", "ds3")

@@ -9,7 +9,7 @@ from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
 
-from benchmarks.frontdoor_failover import vip
+from lab.workload import vip
 
 
 def session(state: dict[str, Any], key: str, shardkey: bool = True, timeout: float = 10) -> tuple[ClientConnection, str]:

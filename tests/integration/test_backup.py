@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 
-from benchmarks.redis_failover import lab_lock
-from tests.integration.conftest import ssh
-from tests.integration.deploytools import changed_operations, deploy, explain, output_of, report_lines
-from tests.integration.pg_writer import DATA_HOSTS, cluster_view, leader_psql, secrets, wait_for, wait_healthy
+from lab.client import changed_operations, explain, lab_lock, output_of, report_lines, secrets, ssh, wait_for
+from lab.workload import cluster_view, DATA_HOSTS, leader_psql, wait_healthy
+from tests.integration.deploytools import deploy
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]  # the first test may run the whole main job (backup_lab)
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import ssh
-from tests.integration.deploytools import TARGETS, changed_operations, deploy, explain, output_of, report_lines
+from lab.client import changed_operations, explain, output_of, report_lines, ssh, TARGETS
+from tests.integration.deploytools import deploy
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
 

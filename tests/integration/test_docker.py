@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.conftest import ssh
-from tests.integration.deploytools import changed_operations, deploy, explain, output_of, report_lines
-from tests.integration.test_rabbitmq import lab_lock, wait_for
+from lab.client import changed_operations, explain, lab_lock, output_of, report_lines, ssh, wait_for
+from tests.integration.deploytools import deploy
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
 
@@ -114,7 +113,9 @@ def test_config_change_restarts_dockerd_and_keeps_containers(docker_lab: dict[st
             ops = changed_operations(output_of(changed))
             assert "Docker engine | Docker daemon.json" in ops and "Docker engine | Restart Docker if daemon.json changed" in ops, ops
             assert _dockerd_started(docker_lab) != daemon_before
-            wait_for(lambda: _probe_state(docker_lab) == (before, "true"), 30, "the probe container still running, never restarted")
+            wait_for("the probe container still running, never restarted",
+                     lambda: _probe_state(docker_lab) == (before, "true"),
+                     30, interval=2.0, tolerate=(Exception,))
             # Every other running container (the Document Server one, when deployed) too, and
             # its published port still answers (docker-proxy survives: KillMode=process).
             assert _running_containers(docker_lab) == others_before

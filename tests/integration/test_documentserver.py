@@ -13,9 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from benchmarks.redis_failover import lab_lock
-from tests.integration.conftest import ssh
-from tests.integration.deploytools import changed_operations, explain, output_of, report_lines
+from lab.client import changed_operations, explain, lab_lock, output_of, report_lines, ssh
 from tests.integration.dstools import (
     CONTAINER,
     DOCS,

@@ -12,17 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import host_entry, lab_cli, ssh
-from tests.integration.pg_writer import (
-    TABLE,
-    PgWriter,
-    cluster_view,
-    leader_psql,
-    secrets,
-    unavailability_window,
-    wait_for,
-    wait_healthy,
-)
+from lab.client import host_entry, lab_cli, secrets, ssh, wait_for
+from lab.workload import cluster_view, leader_psql, PgWriter, TABLE, unavailability_window, wait_healthy
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
 

@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from benchmarks.redis_failover import lab_lock
-from tests.integration.deploytools import changed_operations, explain, output_of, report_lines
+from lab.client import changed_operations, explain, lab_lock, output_of, report_lines, wait_for
 from tests.integration.dstools import (
     CONTAINER,
     accepts_editors,
@@ -32,7 +31,6 @@ from tests.integration.dstools import (
     inactive,
     inside,
     send_change,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1500)]

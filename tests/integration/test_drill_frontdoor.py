@@ -15,11 +15,8 @@ from typing import Any
 
 import pytest
 
-from benchmarks.frontdoor_failover import (
-    Loop, get, hosts_in, key_for, lab, node_healthy, vip_holder, vip_move, wait_until,
-)
-from benchmarks.redis_failover import lab_lock
-from tests.integration.conftest import ssh
+from lab.client import hosts_in, lab_cli, lab_lock, ssh, wait_for
+from lab.workload import get, key_for, Loop, node_healthy, vip_holder, vip_move
 from tests.integration.frontdoor import alive, close_all, session
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
@@ -50,8 +47,10 @@ def test_ds_host_stop_moves_its_documents_and_its_return_never_splits_one(front:
             other_ws, other_node = session(front, other_key)
             held.append(other_ws)
             with Loop(front, ["/healthcheck", f"/healthcheck?shardkey={moved_key}"], timeout=10.0) as loop:
-                wait_until(lambda: loop.ok >= 10, 20, "requests answered before the stop", interval=0.1)
-                lab("stop", victim)
+                wait_for("requests answered before the stop",
+                         lambda: loop.ok >= 10,
+                         20, interval=0.1, tolerate=(Exception,))
+                lab_cli("stop", victim, timeout=300, check=True)
                 stopped = True
                 stopped_at = time.monotonic()
                 # the document reopens on another node, and every new session follows it there
@@ -63,21 +62,25 @@ def test_ds_host_stop_moves_its_documents_and_its_return_never_splits_one(front:
                     held.append(ws3)
                     assert again == moved_to
                 assert alive(other_ws), "a session on another node broke when the victim stopped"
-                wait_until(lambda: time.monotonic() - stopped_at >= SETTLE, SETTLE + 5, "the loop running", interval=0.5)
+                wait_for("the loop running",
+                         lambda: time.monotonic() - stopped_at >= SETTLE,
+                         SETTLE + 5, interval=0.5, tolerate=(Exception,))
             print(f"\nDS host {victim} stopped: {loop.failed} failed of {loop.ok + loop.failed} idempotent GETs "
                   f"through the VIP ({loop.answered_false} answered 'false' by the node shutting down); "
                   f"{moved_key} moved {victim} -> {moved_to}")
             assert loop.failed == 0, loop.failures
 
-            lab("start", victim)
+            lab_cli("start", victim, timeout=300, check=True)
             stopped = False
-            wait_until(lambda: node_healthy(front, victim), 180, f"{victim} healthy again", interval=2)
+            wait_for(f"{victim} healthy again",
+                     lambda: node_healthy(front, victim),
+                     180, interval=2, tolerate=(Exception,))
             # the victim takes new documents again (after nginx's fail_timeout)...
             def lands_on_victim() -> bool:
                 ws4, where = session(front, key_for(victim, nodes, "drill-back"))
                 held.append(ws4)
                 return where == victim
-            wait_until(lands_on_victim, 60, f"a new document on {victim} again", interval=2)
+            wait_for(f"a new document on {victim} again", lands_on_victim, 60, interval=2, tolerate=(Exception,))
             # ...but the document open on the node it moved to stays there: never two nodes
             assert alive(ws2)
             for _ in range(3):
@@ -87,8 +90,10 @@ def test_ds_host_stop_moves_its_documents_and_its_return_never_splits_one(front:
         finally:
             close_all(held)
             if stopped:
-                lab("start", victim)
-                wait_until(lambda: node_healthy(front, victim), 180, f"{victim} healthy again", interval=2)
+                lab_cli("start", victim, timeout=300, check=True)
+                wait_for(f"{victim} healthy again",
+                         lambda: node_healthy(front, victim),
+                         180, interval=2, tolerate=(Exception,))
 
 
 def test_vip_moves_to_the_other_lb_when_its_holder_stops(front: dict[str, Any]) -> None:
@@ -98,7 +103,8 @@ def test_vip_moves_to_the_other_lb_when_its_holder_stops(front: dict[str, Any]) 
         assert new != old
         assert vip_holder(front) in hosts_in(front, "lb")
         for name in hosts_in(front, "lb"):
-            wait_until(lambda n=name: ssh(front, n, "systemctl is-active nginx keepalived")[1].split() == ["active", "active"],
-                       60, f"nginx and keepalived active on {name}")
+            wait_for(f"nginx and keepalived active on {name}",
+                     lambda n=name: ssh(front, n, "systemctl is-active nginx keepalived")[1].split() == ["active", "active"],
+                     60, interval=0.5, tolerate=(Exception,))
         assert get(front, "/healthcheck", timeout=10).text.strip() == "true"
 

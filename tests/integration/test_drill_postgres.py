@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import lab_cli
-from tests.integration.pg_writer import PgWriter, cluster_view, secrets, unavailability_window, wait_for, wait_healthy
+from lab.client import lab_cli, secrets, wait_for
+from lab.workload import cluster_view, PgWriter, unavailability_window, wait_healthy
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import host_entry, lab_cli
-from tests.integration.deploytools import deploy, output_of, report_lines
-from tests.integration.test_rabbitmq import NODES, amqp, cluster_status, lab_lock, wait_for
+from lab.client import host_entry, lab_cli, lab_lock, output_of, report_lines, wait_for
+from tests.integration.deploytools import deploy
+from tests.integration.test_rabbitmq import amqp, cluster_status, NODES
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1500)]
 
@@ -103,16 +103,24 @@ def _run_clients(lab: dict[str, Any], queue: str, action, settle: float = 5.0) -
     publisher.start()
     consumer.start()
     try:
-        wait_for(lambda: len(consumer.received) >= 20, 30, "consumption before the failure", interval=0.2)
+        wait_for("consumption before the failure",
+                 lambda: len(consumer.received) >= 20,
+                 30, interval=0.2, tolerate=(Exception,))
         action()
         before_pub, before_con = len(publisher.confirmed), len(consumer.received)
-        wait_for(lambda: len(publisher.confirmed) >= before_pub + 50, 60, "publishing after the failure", interval=0.2)
-        wait_for(lambda: len(consumer.received) >= before_con + 50, 60, "consuming after the failure", interval=0.2)
+        wait_for("publishing after the failure",
+                 lambda: len(publisher.confirmed) >= before_pub + 50,
+                 60, interval=0.2, tolerate=(Exception,))
+        wait_for("consuming after the failure",
+                 lambda: len(consumer.received) >= before_con + 50,
+                 60, interval=0.2, tolerate=(Exception,))
     finally:
         publisher.stop.set()
         publisher.join(15)
     confirmed = set(publisher.confirmed)
-    wait_for(lambda: confirmed <= consumer.received, 60, "every confirmed message consumed", interval=0.2)
+    wait_for("every confirmed message consumed",
+             lambda: confirmed <= consumer.received,
+             60, interval=0.2, tolerate=(Exception,))
     consumer.stop.set()
     consumer.join(15)
     return publisher, consumer, before_pub, before_con
@@ -120,7 +128,9 @@ def _run_clients(lab: dict[str, Any], queue: str, action, settle: float = 5.0) -
 
 def test_losing_a_node_keeps_publishing_and_consuming(converged: dict[str, Any], pyinfra_cli) -> None:
     with lab_lock():
-        assert wait_for(lambda: _all_running(converged), 120, "3/3 nodes before the drill")
+        assert wait_for("3/3 nodes before the drill",
+                        lambda: _all_running(converged),
+                        120, interval=2.0, tolerate=(Exception,))
         queue = _declare_on(converged, "data2")
         try:
             publisher, consumer, _, _ = _run_clients(converged, queue, lambda: lab_cli("stop", "data2", timeout=300))
@@ -129,7 +139,9 @@ def test_losing_a_node_keeps_publishing_and_consuming(converged: dict[str, Any],
         finally:
             started = lab_cli("start", "data2", timeout=600)
         assert started.returncode == 0, started.stderr
-        wait_for(lambda: _all_running(converged), 240, "data2 rejoined (3/3 running)")
+        wait_for("data2 rejoined (3/3 running)",
+                 lambda: _all_running(converged),
+                 240, interval=2.0, tolerate=(Exception,))
         _report_ok(converged, pyinfra_cli)
 
 
@@ -144,13 +156,19 @@ def _amqp_port_closed(address: str) -> bool:
 def test_az_cut_pauses_the_minority_and_the_majority_keeps_working(converged: dict[str, Any], pyinfra_cli) -> None:
     cut_address = host_entry(converged, "data3")["address"]
     with lab_lock():
-        assert wait_for(lambda: _all_running(converged), 240, "3/3 nodes before the drill")
+        assert wait_for("3/3 nodes before the drill",
+                        lambda: _all_running(converged),
+                        240, interval=2.0, tolerate=(Exception,))
         queue = _declare_on(converged, "data1")
         try:
             assert lab_cli("cut", "az3", timeout=120).returncode == 0
             # net_ticktime (60 s) decides when the nodes see the cut; pause_minority then stops data3.
-            wait_for(lambda: _amqp_port_closed(cut_address), 180, "data3 paused (its AMQP listener closed)")
-            status = wait_for(lambda: cluster_status(converged, "data1"), 60, "data1 answering")
+            wait_for("data3 paused (its AMQP listener closed)",
+                     lambda: _amqp_port_closed(cut_address),
+                     180, interval=2.0, tolerate=(Exception,))
+            status = wait_for("data1 answering",
+                              lambda: cluster_status(converged, "data1"),
+                              60, interval=2.0, tolerate=(Exception,))
             assert sorted(status["running_nodes"]) == ["rabbit@data1", "rabbit@data2"], status
             # The majority side still accepts and delivers messages.
             connection = amqp(converged, "data1")
@@ -170,5 +188,7 @@ def test_az_cut_pauses_the_minority_and_the_majority_keeps_working(converged: di
         finally:
             healed = lab_cli("heal", timeout=120)
         assert healed.returncode == 0, healed.stderr
-        wait_for(lambda: _all_running(converged), 240, "data3 back, no partition")
+        wait_for("data3 back, no partition",
+                 lambda: _all_running(converged),
+                 240, interval=2.0, tolerate=(Exception,))
         _report_ok(converged, pyinfra_cli)

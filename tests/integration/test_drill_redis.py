@@ -15,19 +15,9 @@ from typing import Any
 import pytest
 import redis
 
-from benchmarks.redis_failover import (
-    lab,
-    lab_lock,
-    primary_loss,
-    redis_hosts,
-    role_of,
-    secrets,
-    sentinel_primary,
-    sentinels_primary,
-    wait_for,
-)
-from tests.integration.conftest import ssh
-from tests.integration.deploytools import changed_operations, deploy, explain, output_of, report_lines
+from lab.client import changed_operations, explain, lab_cli, lab_lock, output_of, report_lines, secrets, ssh, wait_for
+from lab.workload import primary_loss, redis_hosts, role_of, sentinel_primary, sentinels_primary
+from tests.integration.deploytools import deploy
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
 
@@ -59,13 +49,13 @@ def settled(state: dict[str, Any]) -> str | None:
 
 def test_primary_host_loss_promotes_a_replica_and_the_old_primary_rejoins(exclusive, pyinfra_cli) -> None:
     state = exclusive
-    wait_for(lambda: settled(state), 120, "a settled replication group before the drill")
+    wait_for("a settled replication group before the drill", lambda: settled(state), 120, interval=0.2)
     run = primary_loss(state, "drill")  # stops the primary's host, starts it again in its finally
     assert run.new != run.old
     assert run.lost == 0, f"{run.lost} acknowledged writes lost"
     names = redis_hosts(state)
     new = next(a for a, n in names.items() if n == run.new)
-    assert wait_for(lambda: settled(state), 120, "one primary after the old one rejoined") == new
+    assert wait_for("one primary after the old one rejoined", lambda: settled(state), 120, interval=0.2) == new
 
     # A rerun of the deploy after the failover changes nothing and keeps the new primary.
     rerun = deploy(pyinfra_cli, "deploys/ha.py", "--data", "layers=redis")
@@ -80,18 +70,22 @@ def test_primary_host_loss_promotes_a_replica_and_the_old_primary_rejoins(exclus
 def test_az_cut_majority_promotes_isolated_primary_refuses_writes_then_one_primary(exclusive) -> None:
     state = exclusive
     names = redis_hosts(state)
-    old = wait_for(lambda: settled(state), 120, "a settled replication group before the drill")
+    old = wait_for("a settled replication group before the drill", lambda: settled(state), 120, interval=0.2)
     az = next(h["az"] for h in state["hosts"] if h["address"] == old)
     majority = [a for a in names if a != old]
     password = secrets(state)["redis_password"]
     isolated = redis.Redis(host=old, password=password, socket_timeout=2, socket_connect_timeout=2)
     marker = f"drill:cut:{int(time.time())}"
     try:
-        lab("cut", az)
-        new = wait_for(lambda: next(iter(sentinels_primary(state, majority) - {old}), None) if
-                       len(sentinels_primary(state, majority)) == 1 else None, 60, "the majority's Sentinels promote")
+        lab_cli("cut", az, timeout=300, check=True)
+        new = wait_for("the majority's Sentinels promote",
+                       lambda: next(iter(sentinels_primary(state, majority) - {old}), None) if
+                       len(sentinels_primary(state, majority)) == 1 else None,
+                       60, interval=0.2)
         majority_client = redis.Redis(host=new, password=password, socket_timeout=2, socket_connect_timeout=2)
-        wait_for(lambda: _writes(majority_client, f"{marker}:majority"), 30, "the new primary accepts writes")
+        wait_for("the new primary accepts writes",
+                 lambda: _writes(majority_client, f"{marker}:majority"),
+                 30, interval=0.2)
 
         def refuses() -> bool:
             try:
@@ -100,14 +94,18 @@ def test_az_cut_majority_promotes_isolated_primary_refuses_writes_then_one_prima
                 return "NOREPLICAS" in str(exc)
             return False
 
-        wait_for(refuses, 30, f"the isolated old primary {names[old]} refuses writes (min-replicas-to-write)")
+        wait_for(f"the isolated old primary {names[old]} refuses writes (min-replicas-to-write)",
+                 refuses,
+                 30, interval=0.2)
         assert (role_of(state, old) or {}).get("role") == "master"  # it still believes it is primary...
     finally:
-        lab("heal", az)
+        lab_cli("heal", az, timeout=300, check=True)
     # ...until the heal: then one primary, the old one a replica of the new, no diverged data.
-    assert wait_for(lambda: settled(state), 120, "one primary after the heal") == new
+    assert wait_for("one primary after the heal", lambda: settled(state), 120, interval=0.2) == new
     replica = redis.Redis(host=old, password=password, socket_timeout=2)
-    assert wait_for(lambda: replica.get(f"{marker}:majority") == b"1", 30, "the majority's write reaches the old primary")
+    assert wait_for("the majority's write reaches the old primary",
+                    lambda: replica.get(f"{marker}:majority") == b"1",
+                    30, interval=0.2)
     assert replica.get(f"{marker}:isolated") is None
 
 
@@ -120,7 +118,7 @@ def _writes(client: redis.Redis, key: str) -> bool:
 
 def test_report_fails_on_a_silent_sentinel_and_the_deploy_repairs_it(exclusive, pyinfra_cli) -> None:
     state = exclusive
-    primary = wait_for(lambda: settled(state), 120, "a settled replication group before the drill")
+    primary = wait_for("a settled replication group before the drill", lambda: settled(state), 120, interval=0.2)
     victim = next(n for a, n in redis_hosts(state).items() if a != primary)
     rc, out = ssh(state, victim, "sudo systemctl stop redis-sentinel")
     assert rc == 0, out

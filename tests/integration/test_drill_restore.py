@@ -17,10 +17,9 @@ from typing import Any
 
 import pytest
 
-from benchmarks.redis_failover import lab_lock
-from tests.integration.conftest import host_entry, ssh
-from tests.integration.deploytools import deploy, explain, output_of, report_lines
-from tests.integration.pg_writer import DATA_HOSTS, TABLE, PgWriter, leader_psql, secrets, wait_for, wait_healthy
+from lab.client import explain, host_entry, lab_lock, output_of, report_lines, secrets, ssh, wait_for
+from lab.workload import DATA_HOSTS, leader_psql, PgWriter, TABLE, wait_healthy
+from tests.integration.deploytools import deploy
 from tests.integration.test_backup import archive_through_now
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1200)]

@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 
 from ooha.facts.haproxy import parse_stats_csv
-from tests.integration.pg_writer import cluster_view
-from tests.integration.conftest import connect, ssh
-from tests.integration.deploytools import deploy, output_of
-from tests.integration.test_rabbitmq import lab_lock, secrets, wait_for
+from lab.client import connect, lab_lock, output_of, secrets, ssh, wait_for
+from lab.workload import cluster_view
+from tests.integration.deploytools import deploy
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1200)]
 
@@ -89,7 +88,9 @@ def test_pg_endpoint_follows_a_switchover(converged: dict[str, Any]) -> None:
         assert rc == 0 and out.strip() == "f", out
         rc, out = psql_ds1(converged, "select pg_is_in_recovery()", port=5433)
         assert rc == 0 and out.strip() == "t", out
-        leader = wait_for(lambda: primary_server(converged, "pg-primary"), 30, "one pg primary")
+        leader = wait_for("one pg primary",
+                          lambda: primary_server(converged, "pg-primary"),
+                          30, interval=2.0, tolerate=(Exception,))
         # With synchronous_mode Patroni accepts a switchover only to the synchronous standby
         # (to any other member it answers and then does nothing): ask which member that is.
         view = cluster_view(converged)
@@ -98,8 +99,12 @@ def test_pg_endpoint_follows_a_switchover(converged: dict[str, Any]) -> None:
         rc, out = ssh(converged, leader, f"sudo patronictl -c /etc/patroni/config.yml switchover --candidate {candidate} --force")
         assert rc == 0, out
         started = time.monotonic()
-        wait_for(lambda: primary_server(converged, "pg-primary") == candidate, FOLLOW_DEADLINE, f"HAProxy pg-primary -> {candidate}", interval=0.5)
-        wait_for(lambda: psql_ds1(converged, "select pg_is_in_recovery()")[1].strip() == "f", FOLLOW_DEADLINE, "writable through :5432", interval=0.5)
+        wait_for(f"HAProxy pg-primary -> {candidate}",
+                 lambda: primary_server(converged, "pg-primary") == candidate,
+                 FOLLOW_DEADLINE, interval=0.5, tolerate=(Exception,))
+        wait_for("writable through :5432",
+                 lambda: psql_ds1(converged, "select pg_is_in_recovery()")[1].strip() == "f",
+                 FOLLOW_DEADLINE, interval=0.5, tolerate=(Exception,))
         print(f"pg endpoint followed the switchover in {time.monotonic() - started:.1f} s")
 
 
@@ -108,12 +113,17 @@ def test_redis_endpoint_follows_a_sentinel_failover(converged: dict[str, Any]) -
     with lab_lock():
         rc, out = redis_ds1(converged, "ROLE")
         assert rc == 0 and out.split()[0] == "master", out
-        old = wait_for(lambda: primary_server(converged, "redis-primary"), 30, "one redis primary")
+        old = wait_for("one redis primary",
+                       lambda: primary_server(converged, "redis-primary"),
+                       30, interval=2.0, tolerate=(Exception,))
         cmd = "read -r REDISCLI_AUTH; export REDISCLI_AUTH; redis-cli -p 26379 SENTINEL FAILOVER onlyoffice"
         rc, out = ssh_stdin(converged, old, cmd, secrets(converged)["redis_sentinel_password"] + "\n")
         assert rc == 0 and "OK" in out, out
         started = time.monotonic()
-        new = wait_for(lambda: (lambda s: s if s and s != old else None)(primary_server(converged, "redis-primary")),
-                       FOLLOW_DEADLINE, "HAProxy redis-primary on a new server", interval=0.5)
-        wait_for(lambda: redis_ds1(converged, "SET", "ooha:endpoint", new)[1].strip() == "OK", FOLLOW_DEADLINE, "writable through :6379", interval=0.5)
+        new = wait_for("HAProxy redis-primary on a new server",
+                       lambda: (lambda s: s if s and s != old else None)(primary_server(converged, "redis-primary")),
+                       FOLLOW_DEADLINE, interval=0.5, tolerate=(Exception,))
+        wait_for("writable through :6379",
+                 lambda: redis_ds1(converged, "SET", "ooha:endpoint", new)[1].strip() == "OK",
+                 FOLLOW_DEADLINE, interval=0.5, tolerate=(Exception,))
         print(f"redis endpoint followed the failover to {new} in {time.monotonic() - started:.1f} s")

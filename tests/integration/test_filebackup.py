@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 
 from lab.services import s3_client
-from tests.integration.conftest import ssh
-from tests.integration.deploytools import changed_operations, deploy, explain, output_of, report_lines
-from tests.integration.test_rabbitmq import lab_lock, secrets
+from lab.client import changed_operations, explain, lab_lock, output_of, report_lines, secrets, ssh
+from tests.integration.deploytools import deploy
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
 

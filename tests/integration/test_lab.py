@@ -16,7 +16,7 @@ import requests
 import yaml
 
 from ooha.preflight import REQUIRED_SECRETS as MAIN_JOB_SECRETS
-from tests.integration.conftest import connect, host_entry, lab_cli, reaches, ssh
+from lab.client import connect, host_entry, lab_cli, reaches, ssh
 
 pytestmark = pytest.mark.lab
 

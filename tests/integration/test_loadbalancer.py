@@ -15,11 +15,10 @@ from typing import Any
 import pytest
 import requests
 
-from benchmarks.frontdoor_failover import get, hosts_in, vip, vip_holder
-from benchmarks.redis_failover import lab_lock
+from lab.client import explain, hosts_in, lab_lock, output_of, report_lines, ssh
+from lab.workload import get, vip, vip_holder
+from tests.integration.deploytools import deploy
 from ooha.layers.loadbalancer import CONF_DIR, LUA_MODULE, candidate_order, hash_node, lua_string
-from tests.integration.conftest import ssh
-from tests.integration.deploytools import deploy, explain, output_of, report_lines
 from tests.integration.frontdoor import close_all, session, unique
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]

@@ -9,17 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import ssh
-from tests.integration.deploytools import changed_operations, deploy, explain, output_of, report_lines
-from tests.integration.pg_writer import (
-    PgWriter,
-    cluster_view,
-    healthy,
-    leader_psql,
-    put_private_file,
-    secrets,
-    wait_healthy,
-)
+from lab.client import changed_operations, explain, output_of, put_private_file, report_lines, secrets, ssh
+from lab.workload import cluster_view, healthy, leader_psql, PgWriter, wait_healthy
+from tests.integration.deploytools import deploy
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1500)]
 

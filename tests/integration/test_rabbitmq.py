@@ -6,49 +6,20 @@ here) and, for the endpoint, through HAProxy on ds1.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pika
 import pytest
-import yaml
 
-from tests.integration.conftest import host_entry, ssh
-from tests.integration.deploytools import changed_operations, deploy, explain, output_of, report_lines
+from lab.client import changed_operations, explain, host_entry, lab_lock, output_of, report_lines, secrets, ssh
+from tests.integration.deploytools import deploy
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1200)]
 
 NODES = ("data1", "data2", "data3")
-LOCK = "/tmp/ooha-lab.lock"
-
-
-@contextmanager
-def lab_lock(exclusive: bool = True, timeout: float = 1800) -> Iterator[None]:
-    """Hold the shared lab lock: exclusively for disruptive drills, shared for deploys."""
-    with open(LOCK, "a") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{LOCK} still held after {timeout} s")
-                time.sleep(1)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def secrets(lab: dict[str, Any]) -> dict[str, Any]:
-    with open(lab["secrets_file"], encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
 
 
 def amqp(lab: dict[str, Any], node: str, user: str = "onlyoffice", password: str | None = None,
@@ -69,21 +40,6 @@ def cluster_status(lab: dict[str, Any], node: str) -> dict[str, Any] | None:
     if rc != 0 or "{" not in out:
         return None
     return json.loads(out[out.index("{"):])
-
-
-def wait_for(condition, deadline: float, what: str, interval: float = 2.0) -> Any:
-    """Poll ``condition()`` until it returns something truthy, or fail naming ``what``."""
-    end = time.monotonic() + deadline
-    last = None
-    while time.monotonic() < end:
-        try:
-            last = condition()
-        except Exception as exc:  # a node in transition may refuse the question
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    pytest.fail(f"{what} not reached within {deadline:.0f} s (last: {last!r})")
 
 
 def test_three_nodes_one_cluster_no_partitions(converged: dict[str, Any]) -> None:

@@ -13,9 +13,9 @@ import subprocess
 import pytest
 import redis
 
-from tests.integration.conftest import ssh
-from tests.integration.deploytools import changed_operations, deploy, explain, output_of, report_lines
-from benchmarks.redis_failover import lab_lock, redis_hosts as redis_addresses, secrets as secrets_of, sentinel_primary
+from lab.client import changed_operations, explain, lab_lock, output_of, report_lines, secrets as secrets_of, ssh
+from lab.workload import redis_hosts as redis_addresses, sentinel_primary
+from tests.integration.deploytools import deploy
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
 

@@ -27,20 +27,8 @@ import docker
 import pytest
 import yaml
 
-from tests.integration.conftest import REPO, ssh
-from tests.integration.deploytools import TARGETS, changed_operations, explain, output_of, report_lines
-from tests.integration.pg_writer import (
-    DATA_HOSTS,
-    TABLE,
-    PgWriter,
-    cluster_view,
-    dumps,
-    healthy,
-    leader_psql,
-    secrets,
-    wait_for,
-    wait_healthy,
-)
+from lab.client import changed_operations, explain, output_of, REPO, report_lines, secrets, ssh, TARGETS, wait_for
+from lab.workload import cluster_view, DATA_HOSTS, dumps, healthy, leader_psql, PgWriter, TABLE, wait_healthy
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(2700)]
 

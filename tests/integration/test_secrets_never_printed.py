@@ -20,9 +20,8 @@ import pytest
 import yaml
 
 from ooha.layers.endpoints import redis_auth_hex
-from tests.integration.conftest import ssh
-from tests.integration.deploytools import changed_operations, deploy, explain, output_of
-from tests.integration.test_rabbitmq import lab_lock
+from lab.client import changed_operations, explain, lab_lock, output_of, ssh
+from tests.integration.deploytools import deploy
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
 

@@ -12,17 +12,16 @@ import hmac
 import io
 import json
 import tarfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import docker
 import pytest
 import requests
 from docker.models.containers import Container
 
+from lab.client import wait_for
 from lab.standin import build_backing, build_standin
 
 V1, V1_DATE = "9.3.0.1", "2026-02-10"
@@ -35,21 +34,6 @@ DB_NAME, DB_USER, DB_PWD = "onlyoffice", "onlyoffice", "standin-db-pw"
 REDIS_PASS, SENTINEL_PASS = "standin-redis-pw", "standin-sentinel-pw"
 AMQP_USER, AMQP_PASS = "ds", "standin-amqp-pw"
 JWT_SECRET = "standin-jwt-secret-for-tests"
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.3) -> Any:
-    """Poll `condition` until it returns a truthy value or `timeout` seconds pass."""
-    deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-            if value:
-                return value
-        except Exception as exc:  # the service may not be up yet
-            last_exc = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))
 
 
 def hs256(payload: dict, secret: str) -> str:
@@ -111,7 +95,9 @@ class StandIn:
         return resp.text
 
     def wait_healthy(self, timeout: float = 60) -> None:
-        wait_for(lambda: self.health() == "true", timeout, f"{self.container.name} healthcheck true")
+        wait_for(f"{self.container.name} healthcheck true",
+                 lambda: self.health() == "true",
+                 timeout, interval=0.3, tolerate=(Exception,))
 
     def inactive(self) -> bool:
         return requests.get(self.direct + "/internal/cluster/inactive", timeout=5).json() is True
@@ -183,8 +169,9 @@ def backing(docker_client: docker.DockerClient, images: dict[str, str], network:
     container = run_container(docker_client, images["backing"], "ooha-standin-backing", BACKING_IP, {
         "DB_NAME": DB_NAME, "DB_USER": DB_USER, "DB_PWD": DB_PWD, "REDIS_PASS": REDIS_PASS,
         "SENTINEL_PASS": SENTINEL_PASS, "AMQP_USER": AMQP_USER, "AMQP_PASS": AMQP_PASS})
-    wait_for(lambda: container.exec_run(["test", "-f", "/run/backing-ready"]).exit_code == 0, 120,
-             "backing services ready")
+    wait_for("backing services ready",
+             lambda: container.exec_run(["test", "-f", "/run/backing-ready"]).exit_code == 0,
+             120, interval=0.3, tolerate=(Exception,))
     return Backing(container)
 
 

@@ -12,8 +12,10 @@ import requests
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from lab.client import wait_for
+
 from .conftest import JWT_SECRET, REDIS_PASS, SENTINEL_PASS, V1, V1_DATE, V2, V2_DATE, BACKING_IP, \
-    Backing, StandIn, exec_ok, hs256, wait_for
+    Backing, StandIn, exec_ok, hs256
 
 pytestmark = pytest.mark.standin
 
@@ -51,13 +53,17 @@ def test_healthcheck_body_follows_each_backing_service(standin, backing: Backing
     assert node.health() == "true" and node.health(node.direct) == "true"
     backing.svc("stop", service)
     try:
-        wait_for(lambda: node.health() == "false", 30, f"healthcheck false with {service} down")
+        wait_for(f"healthcheck false with {service} down",
+                 lambda: node.health() == "false",
+                 30, interval=0.3, tolerate=(Exception,))
         started = time.monotonic()
         assert node.health(node.direct) == "false"  # still HTTP 200 (asserted in health())
         assert time.monotonic() - started < 8, "each check must be bounded"
     finally:
         backing.svc("start", service)
-    wait_for(lambda: node.health() == "true", 60, f"healthcheck true after {service} is back")
+    wait_for(f"healthcheck true after {service} is back",
+             lambda: node.health() == "true",
+             60, interval=0.3, tolerate=(Exception,))
 
 
 def test_healthcheck_is_bounded_when_backing_host_hangs(standin, backing: Backing) -> None:
@@ -70,14 +76,18 @@ def test_healthcheck_is_bounded_when_backing_host_hangs(standin, backing: Backin
         assert time.monotonic() - started < 8, "each check must be bounded by a short timeout"
     finally:
         backing.container.unpause()
-    wait_for(lambda: node.health() == "true", 60, "healthcheck true after the host is back")
+    wait_for("healthcheck true after the host is back",
+             lambda: node.health() == "true",
+             60, interval=0.3, tolerate=(Exception,))
 
 
 def test_community_edition_ignores_redis(standin, backing: Backing) -> None:
     ee, community = standin(), standin("community")
     backing.svc("stop", "redis")
     try:
-        wait_for(lambda: ee.health() == "false", 30, "ee healthcheck false with Redis down")
+        wait_for("ee healthcheck false with Redis down",
+                 lambda: ee.health() == "false",
+                 30, interval=0.3, tolerate=(Exception,))
         assert community.health() == "true"
     finally:
         backing.svc("start", "redis")
@@ -106,7 +116,9 @@ def test_example_502_until_started(standin) -> None:
     error_log = exec_ok(node.container, ["cat", "/var/log/onlyoffice/documentserver/nginx.error.log"])
     assert "connect() failed (111: Connection refused)" in error_log
     exec_ok(node.container, ["supervisorctl", "start", "ds:example"])
-    wait_for(lambda: requests.get(node.url + "/example/", timeout=5).status_code == 200, 20, "example 200")
+    wait_for("example 200",
+             lambda: requests.get(node.url + "/example/", timeout=5).status_code == 200,
+             20, interval=0.3, tolerate=(Exception,))
 
 
 def test_example_autostart_true_survives_restart(standin) -> None:
@@ -114,8 +126,9 @@ def test_example_autostart_true_survives_restart(standin) -> None:
     exec_ok(node.container, ["sed", "-i", "s/^autostart=false/autostart=true/",
                              "/etc/supervisor/conf.d/ds-example.conf"])
     node.restart()
-    wait_for(lambda: requests.get(node.url + "/example/", timeout=5).status_code == 200, 20,
-             "example 200 after restart with autostart=true")
+    wait_for("example 200 after restart with autostart=true",
+             lambda: requests.get(node.url + "/example/", timeout=5).status_code == 200,
+             20, interval=0.3, tolerate=(Exception,))
 
 
 def test_version_command_and_jwt(standin) -> None:
@@ -184,10 +197,12 @@ def test_set_secrets_survive_restart_and_local_json_is_rebuilt_from_env(standin)
 def test_inactive_is_broadcast_to_every_node(standin) -> None:
     a, b = standin(), standin()
     exec_ok(a.container, ["curl", "-sf", "-X", "PUT", "http://localhost/internal/cluster/inactive"])
-    wait_for(lambda: a.inactive() and b.inactive(), 15, "both nodes inactive")
+    wait_for("both nodes inactive", lambda: a.inactive() and b.inactive(), 15, interval=0.3, tolerate=(Exception,))
     assert editor_refused(a) and editor_refused(b)
     requests.delete(b.direct + "/internal/cluster/inactive", timeout=5).raise_for_status()
-    wait_for(lambda: not a.inactive() and not b.inactive(), 15, "both nodes active again")
+    wait_for("both nodes active again",
+             lambda: not a.inactive() and not b.inactive(),
+             15, interval=0.3, tolerate=(Exception,))
     assert not editor_refused(a) and not editor_refused(b)
 
 
@@ -195,7 +210,9 @@ def test_sigterm_of_one_node_disables_the_other(standin) -> None:
     a, b = standin(), standin()
     a.container.stop(timeout=20)
     assert "SIGTERM: shutting the cluster down" in a.logs()
-    wait_for(b.inactive, 15, "surviving node inactive after docker stop of the other")
+    wait_for("surviving node inactive after docker stop of the other",
+             b.inactive,
+             15, interval=0.3, tolerate=(Exception,))
     assert editor_refused(b)
 
 
@@ -224,9 +241,11 @@ def test_connections_edit_counts_open_websockets(standin) -> None:
             for i in range(2):
                 first_two.enter_context(open_editor(node, f"count-{i}", through_nginx=i == 0))
             last.enter_context(open_editor(node, "count-2"))
-            wait_for(lambda: edit_connections(node) == 3, 10, "3 editing connections")
-        wait_for(lambda: edit_connections(node) == 1, 10, "1 editing connection")
-    wait_for(lambda: edit_connections(node) == 0, 10, "0 editing connections")
+            wait_for("3 editing connections",
+                     lambda: edit_connections(node) == 3,
+                     10, interval=0.3, tolerate=(Exception,))
+        wait_for("1 editing connection", lambda: edit_connections(node) == 1, 10, interval=0.3, tolerate=(Exception,))
+    wait_for("0 editing connections", lambda: edit_connections(node) == 0, 10, interval=0.3, tolerate=(Exception,))
 
 
 def write_changes(node: StandIn, key: str, count: int) -> None:
