@@ -22,10 +22,8 @@ from typing import Any
 
 import docker
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.deploy_times import ROW  # noqa: E402
-from inventories.labstate import lab_dir, load_lab_state  # noqa: E402
+from benchmarks.deploy_times import ROW
+from inventories.labstate import lab_dir, load_lab_state
 
 REPO = Path(__file__).resolve().parent.parent
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))

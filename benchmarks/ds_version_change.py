@@ -17,15 +17,10 @@ import statistics
 import sys
 import threading
 import time
-from pathlib import Path
 
 import requests
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from benchmarks.redis_failover import lab_lock, lab_state  # noqa: E402
-from tests.conftest import run_pyinfra  # noqa: E402
+from lab.client import lab_lock, lab_state, run_pyinfra
 
 DOCS = ("ds1", "ds2", "ds3")
 

@@ -15,26 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
-
-
-def ssh(state: dict, host: str, cmd: str, timeout: float = 600) -> tuple[int, str]:
-    entry = next(h for h in state["hosts"] if h["name"] == host)
-    result = subprocess.run(
-        ["ssh", "-i", state["ssh_key"], "-o", f"UserKnownHostsFile={state['known_hosts']}", "-o", "BatchMode=yes",
-         f"{entry['ssh_user']}@{entry['address']}", cmd],
-        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-    )
-    return result.returncode, result.stdout + result.stderr
+from inventories.labstate import load_lab_state
+from lab.client import run_pyinfra, ssh
 
 
 def timed(fn) -> float:
@@ -48,24 +34,23 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--host", default="ds1")
     args = parser.parse_args()
-    state = json.loads((REPO / ".lab" / "state.json").read_text())
+    state = load_lab_state()
 
     def backup() -> None:
-        rc, out = ssh(state, args.host, "sudo systemctl start ooha-filebackup.service")
+        rc, out = ssh(state, args.host, "sudo systemctl start ooha-filebackup.service", timeout=600)
         if rc != 0:
             raise SystemExit(f"backup failed on {args.host}: {out[-500:]}")
 
     def restore() -> None:
-        result = subprocess.run([PYINFRA, "-y", "inventories/lab.py", "deploys/restore_files.py", "--data", f"restore_host={args.host}"],
-                                cwd=REPO, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
-                                env={**os.environ, "PYINFRA_PROGRESS": "off"})
+        result = run_pyinfra("-y", "inventories/lab.py", "deploys/restore_files.py", "--data", f"restore_host={args.host}",
+                             timeout=600)
         if result.returncode != 0:
             raise SystemExit(f"restore failed: {(result.stdout + result.stderr)[-800:]}")
 
     backups = [timed(backup) for _ in range(args.runs)]
     restores = [timed(restore) for _ in range(args.runs)]
-    _, stats = ssh(state, args.host, "sudo ooha-filebackup restic stats --json latest --host " + args.host)
-    _, raw = ssh(state, args.host, "sudo ooha-filebackup restic stats --json --mode raw-data")
+    _, stats = ssh(state, args.host, "sudo ooha-filebackup restic stats --json latest --host " + args.host, timeout=600)
+    _, raw = ssh(state, args.host, "sudo ooha-filebackup restic stats --json --mode raw-data", timeout=600)
     set_bytes = json.loads(stats.strip().splitlines()[-1]).get("total_size", 0) if "{" in stats else 0
     repo_bytes = json.loads(raw.strip().splitlines()[-1]).get("total_size", 0) if "{" in raw else 0
     print(f"file backup on {args.host} (restic 0.14 -> lab S3), {args.runs} runs each:")

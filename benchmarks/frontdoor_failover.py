@@ -16,6 +16,8 @@
   retry on a body.
 Settings that shape the figures: lb_vrrp_advert_int, lb_fail_timeout, lb_connect_timeout,
 lb_next_upstream_tries (ooha/layers/loadbalancer.py).
+The request loop and the VIP move are ``lab.workload.Loop`` / ``vip_move`` (the front-door
+drill in tests/integration/test_drill_frontdoor.py runs the same).
 """
 
 from __future__ import annotations
@@ -23,164 +25,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import requests
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.redis_failover import lab, lab_lock, lab_state  # noqa: E402
-from ooha.layers.loadbalancer import hash_node  # noqa: E402
-
-REQUEST_INTERVAL = 0.05
-"""Seconds between two requests of the client loop: its request rate, not a wait for a condition."""
-
-
-def vip(state: dict[str, Any]) -> str:
-    """The floating address (without prefix) from the lab's state."""
-    return state["front"]["vip"].split("/")[0]
-
-
-def hosts_in(state: dict[str, Any], role: str) -> list[str]:
-    return [h["name"] for h in state["hosts"] if role in (h.get("roles") or [])]
-
-
-def address_of(state: dict[str, Any], name: str) -> str:
-    return next(h["address"] for h in state["hosts"] if h["name"] == name)
-
-
-def get(state: dict[str, Any], path: str, timeout: float = 2.0) -> requests.Response:
-    """GET https://VIP<path>, verified with the lab CA, on a new connection (no proxy from the env)."""
-    with requests.Session() as session:
-        session.trust_env = False
-        return session.get(f"https://{vip(state)}{path}", verify=state["ca_cert"], timeout=timeout)
-
-
-def vip_holder(state: dict[str, Any]) -> str | None:
-    """The LB whose interfaces hold the VIP (docker exec: works whatever the network does)."""
-    import docker
-
-    client = docker.from_env(version="auto")
-    holders = []
-    for name in hosts_in(state, "lb"):
-        container = next(h["container"] for h in state["hosts"] if h["name"] == name)
-        try:
-            out = client.containers.get(container).exec_run(["ip", "-o", "addr", "show"]).output.decode()
-        except Exception:  # a stopped host holds nothing
-            continue
-        if f" {vip(state)}/" in out:
-            holders.append(name)
-    return holders[0] if len(holders) == 1 else None
-
-
-def wait_until(condition, deadline: float, what: str, interval: float = 0.5) -> Any:
-    """Poll ``condition()`` until truthy; raise naming ``what`` after ``deadline`` seconds."""
-    end = time.monotonic() + deadline
-    last: Any = None
-    while time.monotonic() < end:
-        try:
-            last = condition()
-        except Exception as exc:  # a host in transition may refuse the question
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"{what} not reached within {deadline:.0f} s (last: {last!r})")
-
-
-def node_healthy(state: dict[str, Any], node: str) -> bool:
-    """The node's own /healthcheck (bypassing the LBs) says true."""
-    try:
-        with requests.Session() as session:
-            session.trust_env = False
-            return session.get(f"http://{address_of(state, node)}/healthcheck", timeout=2).text.strip() == "true"
-    except requests.RequestException:
-        return False
-
-
-def key_for(node: str, nodes: list[str], prefix: str) -> str:
-    """A fresh shard key whose hash names ``node`` (so a new document lands there)."""
-    for i in range(10000):
-        key = f"{prefix}-{time.time_ns()}-{i}"
-        if hash_node(nodes, key) == node:
-            return key
-    raise RuntimeError(f"no key hashes to {node}")
-
-
-@dataclass
-class Loop:
-    """A bounded request loop in a thread: counts answers and failures, keeps the longest gap."""
-
-    state: dict[str, Any]
-    paths: list[str]
-    timeout: float = 1.0
-    ok: int = 0
-    failed: int = 0
-    answered_false: int = 0
-    """HTTP 200 with body ``false``: a node reporting itself sick (e.g. while it shuts down)."""
-    failures: list[str] = field(default_factory=list)
-    gap: float = 0.0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def _run(self) -> None:
-        last_ok = time.monotonic()
-        i = 0
-        while not self._stop.is_set():
-            path = self.paths[i % len(self.paths)]
-            i += 1
-            try:
-                response = get(self.state, path, timeout=self.timeout)
-                good = response.status_code == 200
-                if good and response.text.strip() == "false":
-                    self.answered_false += 1
-                detail = f"{path}: {response.status_code} {response.text[:60]!r}"
-            except requests.RequestException as exc:
-                good, detail = False, f"{path}: {type(exc).__name__}"
-            now = time.monotonic()
-            if good:
-                self.ok += 1
-                self.gap = max(self.gap, now - last_ok)
-                last_ok = now
-            else:
-                self.failed += 1
-                if len(self.failures) < 20:
-                    self.failures.append(detail)
-            self._stop.wait(REQUEST_INTERVAL)
-
-    def __enter__(self) -> "Loop":
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=10)
-
-
-def vip_move(state: dict[str, Any]) -> tuple[float, str, str]:
-    """Stop the LB holding the VIP under a request loop; (gap s, old holder, new holder).
-
-    The stopped LB is started again before returning (in a finally).
-    """
-    holder = wait_until(lambda: vip_holder(state), 30, "one LB holding the VIP")
-    new = None
-    try:
-        with Loop(state, ["/healthcheck"]) as loop:
-            wait_until(lambda: loop.ok >= 5, 10, "requests answered before the stop", interval=0.1)
-            lab("stop", holder)
-            new = wait_until(lambda: (h := vip_holder(state)) and h != holder and h, 30, "the VIP on another LB")
-            answered = loop.ok
-            wait_until(lambda: loop.ok >= answered + 10, 30, "requests answered after the move", interval=0.1)
-        return loop.gap, holder, new
-    finally:
-        lab("start", holder)
-        wait_until(lambda: get(state, "/healthcheck").status_code == 200, 60, "the front door after the restart")
+from lab.client import hosts_in, lab_cli, lab_lock, lab_state, wait_for
+from lab.workload import Loop, key_for, node_healthy, vip_move
 
 
 def ds_stop(state: dict[str, Any], settle_seconds: float = 15.0) -> Loop:
@@ -196,15 +45,15 @@ def ds_stop(state: dict[str, Any], settle_seconds: float = 15.0) -> Loop:
         # A request that nginx retries on another node takes up to lb_connect_timeout longer:
         # the client waits 10 s, so only a request that really fails counts.
         with Loop(state, ["/healthcheck", f"/healthcheck?shardkey={key}"], timeout=10.0) as loop:
-            wait_until(lambda: loop.ok >= 10, 20, "requests answered before the stop", interval=0.1)
-            lab("stop", victim)
+            wait_for("requests answered before the stop", lambda: loop.ok >= 10, 20, interval=0.1, tolerate=(Exception,))
+            lab_cli("stop", victim, timeout=300, check=True)
             stopped_at = time.monotonic()
-            wait_until(lambda: time.monotonic() - stopped_at >= settle_seconds, settle_seconds + 5,
-                       "the loop running with the host stopped", interval=0.5)
+            wait_for("the loop running with the host stopped", lambda: time.monotonic() - stopped_at >= settle_seconds,
+                     settle_seconds + 5, interval=0.5, tolerate=(Exception,))
         return loop
     finally:
-        lab("start", victim)
-        wait_until(lambda: node_healthy(state, victim), 180, f"{victim} healthy again", interval=2)
+        lab_cli("start", victim, timeout=300, check=True)
+        wait_for(f"{victim} healthy again", lambda: node_healthy(state, victim), 180, interval=2, tolerate=(Exception,))
 
 
 def main() -> int:

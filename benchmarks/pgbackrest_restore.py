@@ -17,16 +17,9 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from benchmarks.redis_failover import lab_lock  # noqa: E402
-from tests.conftest import run_pyinfra  # noqa: E402
-from tests.integration.conftest import lab_cli, ssh  # noqa: E402
-from tests.integration.deploytools import explain  # noqa: E402
-from tests.integration.pg_writer import wait_healthy  # noqa: E402
+from lab.client import LabNotUp, explain, lab_lock, lab_state, run_pyinfra, ssh
+from lab.workload import wait_healthy
 
 DB = "ooha_bench"
 
@@ -57,11 +50,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=int, default=68, help="pgbench scale (68 is about 1 GB)")
     args = parser.parse_args()
-    status = lab_cli("status", "--json", timeout=120)
-    if status.returncode != 0:
-        print(f"the lab is not up: {status.stderr.strip()}", file=sys.stderr)
+    try:
+        lab = lab_state()
+    except LabNotUp as exc:
+        print(f"the lab is not up: {exc}", file=sys.stderr)
         return 1
-    lab = json.loads(status.stdout)
     with lab_lock():
         try:
             on_leader(lab, as_postgres(f"drop database if exists {DB}") + " && " + as_postgres(f"create database {DB}"))

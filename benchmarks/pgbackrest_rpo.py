@@ -14,21 +14,13 @@ the lab), so the goal is RPO <= 60 s.  Leaves a healthy cluster; takes the lab's
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from benchmarks.redis_failover import lab_lock  # noqa: E402
-from tests.conftest import run_pyinfra  # noqa: E402
-from tests.integration.conftest import lab_cli, ssh  # noqa: E402
-from tests.integration.deploytools import explain  # noqa: E402
-from tests.integration.pg_writer import DATA_HOSTS, PgWriter, secrets, wait_for, wait_healthy  # noqa: E402
+from lab.client import LabNotUp, explain, lab_lock, lab_state, run_pyinfra, secrets, ssh, wait_for
+from lab.workload import DATA_HOSTS, PgWriter, wait_healthy
 
 DATA_DIR = "/var/lib/postgresql/15/onlyoffice"
 
@@ -77,11 +69,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--client", default="ds1")
     args = parser.parse_args()
-    status = lab_cli("status", "--json", timeout=120)
-    if status.returncode != 0:
-        print(f"the lab is not up: {status.stderr.strip()}", file=sys.stderr)
+    try:
+        lab = lab_state()
+    except LabNotUp as exc:
+        print(f"the lab is not up: {exc}", file=sys.stderr)
         return 1
-    lab = json.loads(status.stdout)
     rpos = []
     with lab_lock():
         try:

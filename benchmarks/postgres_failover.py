@@ -14,27 +14,12 @@ Goal: <= 15 s and 0 lost.  Needs a converged lab; takes the lab's exclusive lock
 from __future__ import annotations
 
 import argparse
-import fcntl
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tests.integration.conftest import lab_cli  # noqa: E402
-from tests.integration.pg_writer import (  # noqa: E402
-    PgWriter,
-    cluster_view,
-    secrets,
-    unavailability_window,
-    wait_for,
-    wait_healthy,
-)
-
-LOCK = "/tmp/ooha-lab.lock"
+from lab.client import LabNotUp, lab_cli, lab_lock, lab_state, secrets, wait_for
+from lab.workload import PgWriter, cluster_view, unavailability_window, wait_healthy
 
 
 def one_run(lab: dict, client: str, number: int) -> tuple[float, int, str]:
@@ -73,14 +58,13 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--client", default="ds1", help="Document Server host that runs the writer")
     args = parser.parse_args()
-    status = lab_cli("status", "--json", timeout=120)
-    if status.returncode != 0:
-        print(f"the lab is not up: {status.stderr.strip()}", file=sys.stderr)
+    try:
+        lab = lab_state()
+    except LabNotUp as exc:
+        print(f"the lab is not up: {exc}", file=sys.stderr)
         return 1
-    lab = json.loads(status.stdout)
     windows, losses = [], []
-    with open(LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with lab_lock(exclusive=True):
         for number in range(1, args.runs + 1):
             window, lost, what = one_run(lab, args.client, number)
             windows.append(window)
