@@ -26,12 +26,12 @@ import ipaddress
 from typing import Any
 
 from pyinfra import host, inventory
-from pyinfra.api import QuoteString, StringCommand, deploy
+from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import apt, server, systemd
+from pyinfra.operations import apt, systemd
 
 from ooha.contract import CONTRACT_DEFAULTS, contract_defaults, docker_gateway, peer_address
-from ooha.ops.private_files import private_template
+from ooha.ops.candidate import ConfigFile, validated_config
 from ooha.settings import Settings, secret
 from ooha.report import CheckResult, poll
 from ooha.templating import JINJA, TEMPLATES
@@ -199,23 +199,13 @@ def endpoints() -> None:
         raise DeployError("Endpoints layer inputs:\n" + "\n".join(problems))
     apt.packages(name="Install HAProxy and the data clients", packages=list(host.data.endpoint_packages), no_recommends=True)
     variables = template_vars(host)
-    candidate = private_template(
-        name="HAProxy candidate configuration", src=str(TEMPLATES / "endpoints/haproxy.cfg.j2"), dest=CANDIDATE,
-        user="root", group="haproxy", mode="640", jinja_env_kwargs=dict(JINJA), **variables,
-    )
-    # A rejected candidate is moved aside (for inspection), so the next run writes and checks it again.
-    server.shell(
-        name="Validate the HAProxy candidate (haproxy -c)",
-        commands=[StringCommand(
-            "haproxy", "-c", "-q", "-f", CANDIDATE, "||", "{", "mv", "-f", CANDIDATE, REJECTED, ";",
-            "echo", QuoteString(f"invalid HAProxy configuration, live one unchanged: haproxy -c -f {REJECTED}"),
-            ">&2", ";", "exit", "1", ";", "}",
-        )],
-        _if=candidate.did_change,
-    )
-    live = private_template(
-        name="HAProxy configuration", src=str(TEMPLATES / "endpoints/haproxy.cfg.j2"), dest=CONFIG,
-        user="root", group="haproxy", mode="640", jinja_env_kwargs=dict(JINJA), **variables,
+    # Candidate, haproxy -c, live file, reload (a rejected candidate goes to REJECTED): ooha/ops/candidate.py.
+    validated_config(
+        name="HAProxy configuration",
+        config_files=[ConfigFile(src=str(TEMPLATES / "endpoints/haproxy.cfg.j2"), dest=CONFIG, candidate=CANDIDATE,
+                                 user="root", group="haproxy", mode="640", private=True, data=variables,
+                                 jinja_env_kwargs=dict(JINJA))],
+        validate="haproxy -c -q -f {path}", label="HAProxy", service=SERVICE, rejected=REJECTED,
+        hint=f"haproxy -c -f {REJECTED}",
     )
     systemd.service(name="HAProxy running and enabled", service=SERVICE, running=True, enabled=True)
-    systemd.service(name="Reload HAProxy (configuration changed)", service=SERVICE, reloaded=True, _if=live.did_change)

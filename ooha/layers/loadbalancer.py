@@ -48,11 +48,11 @@ from pathlib import Path
 from typing import Any
 
 from pyinfra import host, inventory
-from pyinfra.api import QuoteString, StringCommand, deploy
+from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import apt, files, systemd
 
-from ooha.ops.private_files import private_put, private_template
+from ooha.ops.candidate import ConfigFile, validated_config
 from ooha.contract import CONTRACT_DEFAULTS, peer_address
 from ooha.report import CheckResult, poll
 from ooha.settings import Settings, secret
@@ -404,23 +404,22 @@ def front_door_line() -> str:
 # --- the deploy ---------------------------------------------------------------------------
 
 
-def _candidate_files(variables: dict[str, Any], directory: str, nginx_conf: str) -> list[Any]:
-    """Write the four files of one nginx tree; returns the operations (for did_change)."""
+def _nginx_files() -> list[ConfigFile]:
+    """The four files of the nginx tree: each checked under CANDIDATE_DIR, live under CONF_DIR
+    (nginx.conf itself live at NGINX_CONF).  The candidate nginx.conf names the candidate files."""
     cert, key = _value(host, "lb_tls_certificate"), _value(host, "lb_tls_key")
+    live, candidate = nginx_vars(host, CONF_DIR), nginx_vars(host, CANDIDATE_DIR)
     return [
-        files.template(
-            name=f"nginx config ({directory})", src=str(TEMPLATES / "loadbalancer/lb-nginx.conf.j2"), dest=nginx_conf,
-            user="root", group="root", mode="644", jinja_env_kwargs=dict(JINJA), **variables,
-        ),
-        private_template(
-            name=f"Shard table Lua ({directory})", src=str(TEMPLATES / "loadbalancer/ooha_shard.lua.j2"),
-            dest=f"{directory}/{LUA_MODULE}", user="root", group="www-data", mode="640",
-            jinja_env_kwargs=dict(JINJA), **variables,
-        ),
-        files.put(name=f"TLS certificate ({directory})", src=str(cert), dest=f"{directory}/front.crt",
-                  user="root", group="root", mode="644"),
-        private_put(name=f"TLS key ({directory})", src=str(key), dest=f"{directory}/front.key",
-                    user="root", group="root", mode="600"),
+        ConfigFile(src=str(TEMPLATES / "loadbalancer/lb-nginx.conf.j2"), dest=NGINX_CONF,
+                   candidate=f"{CANDIDATE_DIR}/nginx.conf", mode="644", data=live, candidate_data=candidate,
+                   jinja_env_kwargs=dict(JINJA)),
+        ConfigFile(src=str(TEMPLATES / "loadbalancer/ooha_shard.lua.j2"), dest=f"{CONF_DIR}/{LUA_MODULE}",
+                   candidate=f"{CANDIDATE_DIR}/{LUA_MODULE}", group="www-data", mode="640", private=True,
+                   data=live, candidate_data=candidate, jinja_env_kwargs=dict(JINJA)),
+        ConfigFile(src=str(cert), dest=f"{CONF_DIR}/front.crt", candidate=f"{CANDIDATE_DIR}/front.crt",
+                   mode="644", template=False),
+        ConfigFile(src=str(key), dest=f"{CONF_DIR}/front.key", candidate=f"{CANDIDATE_DIR}/front.key",
+                   mode="600", template=False, private=True),
     ]
 
 
@@ -435,24 +434,15 @@ def loadbalancer() -> None:
     for directory in (CONF_DIR, CANDIDATE_DIR):
         files.directory(name=f"Directory {directory}", path=directory, user="root", group="www-data", mode="750")
 
-    candidate = _candidate_files(nginx_vars(host, CANDIDATE_DIR), CANDIDATE_DIR, f"{CANDIDATE_DIR}/nginx.conf")
+    # Candidate tree, luajit -bl + nginx -t -c, live files, reload: ooha/ops/candidate.py.
+    # luajit compiles the Lua: nginx -t does not run init_by_lua, so a Lua syntax error passes it.
     rejected = f"{CANDIDATE_DIR}/nginx.conf.rejected"
-    # A rejected candidate is moved aside (for inspection), so the next run writes and checks it again.
-    server.shell(
-        name="Validate the nginx candidate (luajit -bl, nginx -t -c)",
-        commands=[StringCommand(
-            "{", "luajit", "-bl", f"{CANDIDATE_DIR}/{LUA_MODULE}", ">/dev/null", "&&",
-            "nginx", "-t", "-q", "-c", f"{CANDIDATE_DIR}/nginx.conf", ";", "}", "||", "{", "mv", "-f",
-            f"{CANDIDATE_DIR}/nginx.conf", rejected, ";", "echo",
-            QuoteString(f"invalid nginx configuration, live one unchanged: nginx -t -c {rejected}"), ">&2", ";",
-            "exit", "1", ";", "}",
-        )],
-        _if=lambda: any(op.did_change() for op in candidate),
+    validated_config(
+        name="nginx configuration", config_files=_nginx_files(),
+        validate=f"luajit -bl {CANDIDATE_DIR}/{LUA_MODULE} >/dev/null && nginx -t -q -c {{path}}",
+        label="nginx", service="nginx.service", rejected=rejected, hint=f"nginx -t -c {rejected}",
     )
-    live = _candidate_files(nginx_vars(host, CONF_DIR), CONF_DIR, NGINX_CONF)
     systemd.service(name="nginx running and enabled", service="nginx.service", running=True, enabled=True)
-    systemd.service(name="Reload nginx (configuration changed)", service="nginx.service", reloaded=True,
-                    _if=lambda: any(op.did_change() for op in live))
 
     interface = _value(host, "lb_vrrp_interface") or interface_of(
         host.get_fact(HostAddresses), str(host.data.get("front_address")))
@@ -460,21 +450,12 @@ def loadbalancer() -> None:
         raise DeployError(f"{host.name}: front_address: {host.data.get('front_address')} is on no interface of this host; "
                           "fix: set front_address to one of its addresses or set lb_vrrp_interface")
     variables = keepalived_vars(host, interface)
-    ka_candidate = files.template(
-        name="keepalived candidate", src=str(TEMPLATES / "loadbalancer/keepalived.conf.j2"), dest=KEEPALIVED_CANDIDATE,
-        user="root", group="root", mode="644", jinja_env_kwargs=dict(JINJA), **variables,
-    )
-    server.shell(
-        name="Validate the keepalived candidate (keepalived --config-test)",
-        commands=[StringCommand(
-            "keepalived", "--config-test", "-f", KEEPALIVED_CANDIDATE, "||", "{", "mv", "-f", KEEPALIVED_CANDIDATE,
-            f"{KEEPALIVED_CANDIDATE}.rejected", ";", "exit", "1", ";", "}",
-        )],
-        _if=ka_candidate.did_change,
-    )
-    ka_live = files.template(
-        name="keepalived configuration", src=str(TEMPLATES / "loadbalancer/keepalived.conf.j2"), dest=KEEPALIVED_CONF,
-        user="root", group="root", mode="644", jinja_env_kwargs=dict(JINJA), **variables,
+    # Candidate, keepalived --config-test, live file, reload (if running): ooha/ops/candidate.py.
+    validated_config(
+        name="keepalived configuration",
+        config_files=[ConfigFile(src=str(TEMPLATES / "loadbalancer/keepalived.conf.j2"), dest=KEEPALIVED_CONF,
+                                 candidate=KEEPALIVED_CANDIDATE, mode="644", data=variables, jinja_env_kwargs=dict(JINJA))],
+        validate="keepalived --config-test -f {path}", label="keepalived", service="keepalived.service",
     )
     # At boot keepalived starts after nginx: the track script's first run then finds nginx up,
     # so a restarted LB is a valid backup at once, not in FAULT until the script rises (~4 s).
@@ -484,5 +465,3 @@ def loadbalancer() -> None:
     )
     systemd.daemon_reload(name="Reload systemd units (keepalived after nginx)", _if=ka_order.did_change)
     systemd.service(name="keepalived running and enabled", service="keepalived.service", running=True, enabled=True)
-    systemd.service(name="Reload keepalived (configuration changed)", service="keepalived.service", reloaded=True,
-                    _if=ka_live.did_change)
