@@ -10,7 +10,8 @@
 from pyinfra import host, inventory
 
 from ooha.preflight import check_pyinfra_inventory
-from ooha.stack import layer_converged, selected_layers
+from ooha.ops.barrier import layer_converged
+from ooha.stack import selected_layers
 from ooha.report import report
 
 # pyinfra runs this file once per host; the inventory is the same each time.

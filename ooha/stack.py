@@ -13,9 +13,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pyinfra import host
-from pyinfra.api import operation
-
 
 @dataclass(frozen=True)
 class Layer:
@@ -122,15 +119,3 @@ def selected_layers(value: Any) -> list[Layer]:
     if wanted is None:
         return list(LAYERS)
     return [layer for layer in LAYERS if layer.name in wanted or layer.name in ALWAYS]
-
-
-@operation(is_idempotent=True)
-def layer_converged(layer: str):
-    """A barrier: the same operation on every host after ``layer``; changes nothing.
-
-    pyinfra runs each operation on all hosts before the next one, in an order merged from
-    every host's own call order; hosts outside a layer's groups add no edge between that
-    layer's operations and the next layer's, so without a shared operation they interleave.
-    """
-    host.noop(f"layer {layer} done here")
-    yield from ()
