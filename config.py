@@ -21,3 +21,10 @@ config.CONNECT_TIMEOUT = 15
 
 # The pyinfra version these deploys were written and tested against.
 config.REQUIRE_PYINFRA_VERSION = ">=3.10,<3.11"
+
+# Preflight (ooha/preflight.py): once pyinfra has loaded the inventory with --data and
+# group_data, and before it connects to anything, refuse every bad input at once, one
+# line per problem naming host, field and fix.  OOHA_PREFLIGHT_ONLY=1 stops after it.
+from ooha.preflight import install_cli_hook  # noqa: E402
+
+install_cli_hook()

@@ -12,11 +12,9 @@ from pyinfra import host, inventory
 from pyinfra.api import DeployError
 from pyinfra.operations import server
 
-from ooha.preflight import check_pyinfra_inventory
+from ooha.preflight import BACKUP_TYPES, check_pyinfra_inventory
 from ooha.layers.pgbackrest import BACKUP_SCRIPT
 from ooha.report import report
-
-BACKUP_TYPES = ("full", "diff", "incr")
 
 check_pyinfra_inventory(inventory)
 

@@ -19,15 +19,13 @@ volume.  On a running DS host, restart its container after restoring license or 
 host would otherwise become "latest".
 """
 
-import re
-
 from pyinfra import host, inventory
 from pyinfra.api import QuoteString, StringCommand
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import server
 
 from ooha.layers.filebackup import GROUPS, SCRIPT
-from ooha.preflight import check_pyinfra_inventory
+from ooha.preflight import check_pyinfra_inventory, check_restore_files_job, hosts_from_pyinfra
 from ooha.facts.filebackup import FileBackupStatus
 
 check_pyinfra_inventory(inventory)
@@ -36,19 +34,11 @@ _target = str(host.data.get("restore_host") or "")
 _snapshot = str(host.data.get("restore_snapshot") or "latest")
 _paths = [p.strip() for p in str(host.data.get("restore_paths") or "").split(",") if p.strip()]
 
-_problems = []
-_candidates = [t.name for t in inventory if any(g in t.groups for g in GROUPS)]
-if _target not in _candidates:
-    _problems.append(f"all: restore_host: {_target or 'missing'!s} is not a host with file backups; "
-                     f"fix: --data restore_host=<one of {', '.join(_candidates)}>")
-if not re.fullmatch(r"latest|[0-9a-f]{8,64}", _snapshot):
-    _problems.append(f"all: restore_snapshot: {_snapshot!r} is not 'latest' or a snapshot ID; "
-                     "fix: list them with `sudo ooha-filebackup restic snapshots` on the host")
-for _path in _paths:
-    if not re.fullmatch(r"/[A-Za-z0-9_./-]+", _path):
-        _problems.append(f"all: restore_paths: {_path!r} is not an absolute path; fix: e.g. /etc/onlyoffice-ha")
+# The same rules ran in the preflight (config.py) before pyinfra connected; again here for
+# runs without config.py.
+_problems = check_restore_files_job(hosts_from_pyinfra(inventory), GROUPS)
 if _problems:
-    raise DeployError("restore_files inputs:\n" + "\n".join(_problems))
+    raise DeployError("restore_files inputs:\n" + "\n".join(p.line() for p in _problems))
 
 if host.name == _target:
     if host.get_fact(FileBackupStatus) is None:

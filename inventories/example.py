@@ -110,6 +110,12 @@ _GLOBAL_DATA = {
     "pgbackrest_s3_region": "eu-west-1",
     "pgbackrest_s3_uri_style": "host",   # "path" for MinIO and other S3-compatible stores
     # "pgbackrest_s3_ca_cert": "/etc/onlyoffice-ha/s3-ca.crt",   # a private CA's bundle
+    # File backups (ooha/layers/filebackup.py documents every key): restic, one repository per
+    # DS host and load balancer under this prefix; secrets s3_access_key, s3_secret_key and
+    # restic_password (the repositories' encryption password: keep a copy outside the deployment).
+    "filebackup_repository_prefix": "s3:https://s3.eu-west-1.amazonaws.com/example-onlyoffice-backups/files",
+    "filebackup_s3_region": "eu-west-1",
+    # "filebackup_s3_ca_cert": "/etc/onlyoffice-ha/s3-ca.crt",
     # "ds_memory_limit": "8g", "ds_cpus": 4,
     # Loaded from $OOHA_SECRETS_FILE (mode 0600), never written here.
     "secrets": load_production_secrets(),
@@ -126,5 +132,7 @@ etcd = ["data1", "data2", "data3"]
 redis = ["data1", "data2", "data3"]
 rabbitmq = ["data1", "data2", "data3"]
 
-# Refuse an invalid inventory while pyinfra is loading it: before any connection.
+# Refuse an invalid inventory while pyinfra is loading it: before any connection.  Under the
+# pyinfra CLI, config.py's preflight then checks everything else (every layer's inputs,
+# --data, files on this machine) on the final data, still before any connection.
 check_inventory_groups(globals(), source=__file__)

@@ -357,17 +357,22 @@ def check_layers(hosts: Sequence[HostSpec]) -> list[Problem]:
     from ooha.stack import LAYER_NAMES, unknown_layers
 
     problems = []
+    values = {repr(spec.data.get("layers")) for spec in hosts}
     for spec in hosts:
         value = spec.data.get("layers")
+        # --data layers=... is every host's value: one problem for all of them.
+        name = ALL if len(values) == 1 and len(hosts) > 1 else spec.name
+        if name == ALL and spec is not hosts[0]:
+            break
         try:
             unknown = unknown_layers(value)
         except TypeError as exc:
-            problems.append(Problem(spec.name, "layers", str(exc), "pass e.g. --data layers=redis,endpoints"))
+            problems.append(Problem(name, "layers", str(exc), "pass e.g. --data layers=redis,endpoints"))
             continue
         if unknown:
             problems.append(
                 Problem(
-                    spec.name,
+                    name,
                     "layers",
                     f"unknown layer(s) {', '.join(unknown)}",
                     f"use names from {', '.join(LAYER_NAMES)}",
@@ -464,8 +469,12 @@ def check_inventory_groups(namespace: Mapping[str, Any], source: str = "inventor
     """Validate an inventory module's groups (pass ``globals()``); raise if invalid.
 
     Called at the end of an inventory file so that pyinfra stops while loading it,
-    before it connects to any host.
+    before it connects to any host.  Under the pyinfra CLI with config.py's hook
+    installed, the full preflight runs a moment later on the final data (--data,
+    group_data) and reports these problems with every other one, so this returns.
     """
+    if hook_installed():
+        return
     groups = {key: value for key, value in namespace.items() if _is_group(key, value)}
     hosts = hosts_from_groups(groups)
     secrets = hosts[0].data.get("secrets") if hosts else None
@@ -487,3 +496,297 @@ def check_pyinfra_inventory(inventory: Any, source: str = "inventory") -> None:
     hosts = hosts_from_pyinfra(inventory)
     secrets = hosts[0].data.get("secrets") if hosts else None
     raise_for_problems(collect_problems(hosts, secrets), source)
+
+
+# --- the full preflight: run by config.py when pyinfra has loaded the inventory ----------
+#
+# pyinfra's CLI (pyinfra_cli/cli.py ``_main``) execs config.py after it has created the
+# State and before it loads the inventory; it then builds the Inventory (inventory file,
+# group_data/ and --data merged), calls ``state.init(inventory, ...)`` and only then prints
+# "--> Connecting to hosts..." and connects.  ``install_cli_hook`` (called from config.py)
+# wraps that one ``state.init`` call, so the checks below see the final data of every host
+# and run before anything is contacted.  Problems are printed one line each (host, field,
+# problem, fix), all at once, without a traceback, and the run exits 1.
+
+PREFLIGHT_ONLY_ENV = "OOHA_PREFLIGHT_ONLY"
+"""Set to 1: stop after a passing preflight (prints "preflight: OK ...", exit 0, no connection)."""
+
+CONTROLLER_FILES: tuple[str, ...] = ("ssh_key", "ssh_known_hosts_file")
+"""Host data naming files on the machine running pyinfra (the layers check their own: TLS, CAs)."""
+
+BACKUP_TYPES: tuple[str, ...] = ("full", "diff", "incr")
+"""``--data backup_type=`` of deploys/backup.py."""
+
+_HOOK_INSTALLED = [False]
+
+
+def hook_installed() -> bool:
+    """True once config.py has installed the full preflight in this pyinfra run."""
+    return _HOOK_INSTALLED[0]
+
+
+def check_controller_files(hosts: Sequence[HostSpec], keys: Iterable[str] = CONTROLLER_FILES) -> list[Problem]:
+    """Files that host data names on this machine exist (SSH key, known_hosts), one problem each."""
+    import os
+
+    problems = []
+    seen: set[tuple[str, str]] = set()
+    for spec in hosts:
+        for key in keys:
+            value = spec.data.get(key)
+            if value is None or value == "":
+                continue
+            path = os.path.expanduser(str(value))
+            if (key, path) in seen or os.path.isfile(path):
+                continue
+            seen.add((key, path))
+            owners = [s.name for s in hosts if s.data.get(key) == value]
+            problems.append(
+                Problem(
+                    ", ".join(owners) if len(owners) < len(hosts) else ALL,
+                    key,
+                    f"{path} is not a file on this machine",
+                    f"create it or point {key} at the right file (it is read here, not on the hosts)",
+                )
+            )
+    return problems
+
+
+def check_secret_lines(secrets: Any, source: str = "the secrets file") -> list[Problem]:
+    """Every secret is one line: a line break breaks env files, configs and command lines."""
+    if not isinstance(secrets, Mapping):
+        return []
+    return [
+        Problem(ALL, f"secrets.{key}", "holds a line break", f"write {key} on one line in {source} (no | or > block)")
+        for key, value in secrets.items()
+        if isinstance(value, str) and ("\n" in value or "\r" in value)
+    ]
+
+
+def check_backup_job(hosts: Sequence[HostSpec]) -> list[Problem]:
+    """deploys/backup.py: ``backup_type`` is full, diff or incr."""
+    bad = sorted({str(s.data.get("backup_type")) for s in hosts if s.data.get("backup_type") not in (None, "", *BACKUP_TYPES)})
+    return [
+        Problem(ALL, "backup_type", f"{value!r} is not one of {', '.join(BACKUP_TYPES)}", "--data backup_type=full (or diff, incr)")
+        for value in bad
+    ]
+
+
+def check_restore_files_job(hosts: Sequence[HostSpec], backup_groups: Iterable[str] = ("docs", "lb")) -> list[Problem]:
+    """deploys/restore_files.py: restore_host, restore_snapshot and restore_paths (from --data)."""
+    import re
+
+    groups = tuple(backup_groups)
+    candidates = [s.name for s in hosts if any(g in s.groups for g in groups)]
+    data = hosts[0].data if hosts else {}
+    problems = []
+    target = str(data.get("restore_host") or "")
+    if target not in candidates:
+        problems.append(
+            Problem(ALL, "restore_host", f"{target or 'missing'} is not a host with file backups",
+                    f"--data restore_host=<one of {', '.join(candidates)}>")
+        )
+    snapshot = str(data.get("restore_snapshot") or "latest")
+    if not re.fullmatch(r"latest|[0-9a-f]{8,64}", snapshot):
+        problems.append(
+            Problem(ALL, "restore_snapshot", f"{snapshot!r} is not 'latest' or a snapshot ID",
+                    "list them with `sudo ooha-filebackup restic snapshots` on the host")
+        )
+    for path in [p.strip() for p in str(data.get("restore_paths") or "").split(",") if p.strip()]:
+        if not re.fullmatch(r"/[A-Za-z0-9_./-]+", path):
+            problems.append(Problem(ALL, "restore_paths", f"{path!r} is not an absolute path", "e.g. /etc/onlyoffice-ha"))
+    return problems
+
+
+def _split_line(line: str) -> tuple[str, str]:
+    """(host, field) of a layer's "host: field: problem; fix: ..." line."""
+    parts = line.split(": ", 2)
+    return (parts[0], parts[1]) if len(parts) == 3 else ("", line)
+
+
+def merge_problem_lines(
+    problems: Sequence[Problem], layer_lines: Iterable[str], host_names: Sequence[str] = ()
+) -> list[str]:
+    """One line per problem: inventory problems first (as the rules wrote them), then the layers'.
+
+    A layer line on a (host, field) already reported by an inventory rule is left out;
+    a ``secrets.*`` field is reported once whatever the layer; identical lines once; the
+    same layer problem on several hosts (a global setting) becomes one line naming the
+    hosts, or ``all`` when that is every host in ``host_names``.
+    """
+    taken = {(p.host, p.field) for p in problems}
+    secret_fields = {p.field for p in problems if p.field.startswith("secrets.")}
+    kept: list[str] = []
+    for line in layer_lines:
+        host_name, field_name = _split_line(line)
+        if (host_name, field_name) in taken or (ALL, field_name) in taken:
+            continue
+        if field_name.startswith("secrets."):
+            if field_name in secret_fields:
+                continue
+            secret_fields.add(field_name)
+        kept.append(line)
+    by_rest: dict[str, list[str]] = {}
+    for line in kept:
+        host_name, _ = _split_line(line)
+        rest = line[len(host_name) + 2:] if host_name else line
+        owners = by_rest.setdefault(rest, [])
+        if host_name not in owners:
+            owners.append(host_name)
+    lines = [p.line() for p in problems]
+    for rest, owners in by_rest.items():
+        if owners == [""]:
+            lines.append(rest)
+            continue
+        if ALL in owners or (host_names and set(owners) >= set(host_names)):
+            owners = [ALL]
+        lines.append(f"{', '.join(owners)}: {rest}")
+    return lines
+
+
+def _call_input_rules(layer: Any, rules: Callable[..., list[str]], target: Any) -> list[str]:
+    """``rules(target)``; the rabbitmq layer's older ``(peers, data)`` form is adapted here."""
+    import inspect
+
+    params = list(inspect.signature(rules).parameters)
+    if params[:2] == ["peers", "data"]:
+        module = __import__(layer.module, fromlist=["cluster_peers"])
+        defaults = getattr(module, "RABBITMQ_DEFAULTS", {})
+        data = {**defaults, **{k: v for k, v in target.data.dict().items() if v is not None}}
+        return list(rules(module.cluster_peers(), data))
+    return list(rules(target))
+
+
+def layer_input_lines(inventory: Any, layers: Iterable[Any]) -> list[str]:
+    """Every selected layer's input rules on every host of its groups (data only, no facts)."""
+    from pyinfra.context import ctx_host
+
+    lines: list[str] = []
+    for layer in layers:
+        rules = layer.input_rules()
+        if rules is None:
+            continue
+        for target in inventory:
+            if not layer.applies(target):
+                continue
+            try:
+                with ctx_host.use(target):
+                    lines += _call_input_rules(layer, rules, target)
+            except Exception as exc:  # a rule that blows up on odd data is a problem, not a traceback
+                lines.append(
+                    f"{target.name}: {layer.name}: the layer's input rules failed on this data "
+                    f"({type(exc).__name__}); fix: check the {layer.name} layer's keys"
+                )
+    return lines
+
+
+JOB_LAYERS: dict[str, tuple[str, ...] | None] = {
+    "ha.py": None,
+    "validate.py": None,
+    "backup.py": ("backup",),
+    "restore.py": ("postgres", "backup"),
+    "restore_files.py": ("filebackup",),
+}
+"""Operator commands (deploys/) and the layers whose inputs they read (None: ``--data layers=``)."""
+
+
+def jobs_in(argv: Sequence[str]) -> list[str]:
+    """The operator commands named on pyinfra's command line (file names of deploys/)."""
+    import os
+
+    return [os.path.basename(arg) for arg in argv[1:] if arg.endswith(".py") and os.path.basename(arg) in JOB_LAYERS]
+
+
+def preflight_lines(inventory: Any, jobs: Sequence[str], now: Any = None) -> list[str]:
+    """Every problem with the loaded inventory (--data and group_data included) for ``jobs``."""
+    import datetime as dt
+
+    from ooha.stack import LAYERS, layer_named, selected_layers
+
+    hosts = hosts_from_pyinfra(inventory)
+    if not hosts:
+        return [Problem(ALL, "hosts", "the inventory has no hosts", "add hosts to the groups").line()]
+    secrets = hosts[0].data.get("secrets")
+    problems = collect_problems(hosts, secrets)
+    problems += check_secret_lines(secrets)
+    problems += check_controller_files(hosts)
+    layer_rows: list[Any] = []
+    unknown = any(p.field == "layers" for p in problems)
+    for job in jobs:
+        wanted = JOB_LAYERS[job]
+        if wanted is None:
+            rows = LAYERS if unknown else selected_layers(hosts[0].data.get("layers"))
+        else:
+            rows = [layer_named(name) for name in wanted]
+        layer_rows += [row for row in rows if row not in layer_rows]
+        if job == "backup.py":
+            problems += check_backup_job(hosts)
+        if job == "restore_files.py":
+            problems += check_restore_files_job(hosts, layer_named("filebackup").groups or ())
+    layer_rows = [row for row in LAYERS if row in layer_rows]
+    lines = layer_input_lines(inventory, layer_rows)
+    if any(p.field.startswith("group ") and p.problem == "missing or empty" for p in problems):
+        # Layers that list a missing group's members fail on it: the group's line says it all.
+        lines = [line for line in lines if "input rules failed" not in line]
+    if "restore.py" in jobs:
+        from ooha.pgrestore import input_problems as restore_problems
+
+        now = now or dt.datetime.now(dt.timezone.utc)
+        members = [t.name for t in inventory.get_group("postgres")] if "postgres" in inventory.groups else []
+        for target in inventory:
+            if "postgres" in target.groups:
+                lines += restore_problems(target, now, members)
+    return merge_problem_lines(problems, lines, [spec.name for spec in hosts])
+
+
+def run_preflight(inventory: Any, argv: Sequence[str], source: str = "inventory") -> None:
+    """Print every problem, one line each, and exit 1; with $OOHA_PREFLIGHT_ONLY=1, exit 0 after."""
+    import os
+    import sys
+
+    import click
+
+    jobs = jobs_in(argv)
+    lines = preflight_lines(inventory, jobs)
+    if lines:
+        # Printed here and ended with SystemExit: raised as a PyinfraError, the CLI would
+        # prefix the message with this file's name and line number.
+        click.echo(f"--> preflight: {source} is invalid ({len(lines)} problem(s)); "
+                   "no host was contacted, nothing was changed:", err=True)
+        for line in lines:
+            click.echo(f"    - {line}", err=True)
+        sys.exit(1)
+    if os.environ.get(PREFLIGHT_ONLY_ENV) == "1":
+        click.echo(f"preflight: OK ({len(list(inventory))} hosts, {', '.join(jobs) or 'inventory only'}); "
+                   f"stopping before any connection (${PREFLIGHT_ONLY_ENV}=1)", err=True)
+        sys.exit(0)
+
+
+def install_cli_hook(argv: Sequence[str] | None = None) -> bool:
+    """Run the full preflight inside pyinfra's ``state.init``, before it connects (see above).
+
+    Call from config.py.  Returns False (and does nothing) outside the pyinfra CLI.
+    """
+    import sys
+
+    from pyinfra.context import ctx_state
+
+    if not ctx_state.isset():
+        return False
+    state = ctx_state.get()
+    if getattr(state, "_ooha_preflight", False):
+        return True
+    real_init = state.init
+    args = list(sys.argv if argv is None else argv)
+    jobs = set(jobs_in(args))
+    source = next((a for a in args[1:] if a.endswith(".py") and a.rsplit("/", 1)[-1] not in jobs), "inventory")
+
+    def init(inventory: Any, config: Any, *rest: Any, **kwargs: Any) -> Any:
+        if "debug-inventory" not in args:  # a tool to look at a broken inventory
+            run_preflight(inventory, args, source)
+        return real_init(inventory, config, *rest, **kwargs)
+
+    state.init = init
+    state._ooha_preflight = True
+    _HOOK_INSTALLED[0] = True
+    return True

@@ -40,13 +40,13 @@ def check_private(path: Path) -> None:
         mode = path.stat().st_mode
     except FileNotFoundError:
         raise SecretsError(
-            f"secrets file {path} does not exist: create it (a YAML mapping, see "
+            f"secrets file {path} does not exist; fix: create it (a YAML mapping, see "
             f"README.md 'Production') or point ${SECRETS_FILE_ENV} at it"
         ) from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise SecretsError(
-            f"secrets file {path} is readable by group/other (mode {stat.S_IMODE(mode):04o}): "
-            f"run `chmod 600 {path}`"
+            f"secrets file {path} is readable by group/other (mode {stat.S_IMODE(mode):04o}); "
+            f"fix: run `chmod 600 {path}`"
         )
 
 
@@ -64,11 +64,11 @@ def load_secrets(path: str | os.PathLike[str]) -> dict[str, Any]:
         # The YAML error text may quote the file's content: only say where it is.
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise SecretsError(f"secrets file {file_path} is not valid YAML{where}") from None
+        raise SecretsError(f"secrets file {file_path} is not valid YAML{where}; fix: write a YAML mapping of name: value") from None
     if loaded is None:
         loaded = {}
     if not isinstance(loaded, dict):
-        raise SecretsError(f"secrets file {file_path} must hold a YAML mapping of name: value")
+        raise SecretsError(f"secrets file {file_path} is not a mapping; fix: write a YAML mapping of name: value")
     return {str(key): value for key, value in loaded.items()}
 
 
