@@ -537,19 +537,30 @@ def check_controller_files(hosts: Sequence[HostSpec], keys: Iterable[str] = CONT
             if value is None or value == "":
                 continue
             path = os.path.expanduser(str(value))
-            if (key, path) in seen or os.path.isfile(path):
+            if (key, path) in seen:
                 continue
             seen.add((key, path))
+            if not os.path.isfile(path):
+                problem = f"{path} is not a file on this machine"
+                fix = f"create it or point {key} at the right file (it is read here, not on the hosts)"
+            elif key == "ssh_key" and not _looks_like_private_key(path):
+                problem = f"{path} is not a private key (PEM or OpenSSH)"
+                fix = "point ssh_key at the private key, not the .pub file"
+            else:
+                continue
             owners = [s.name for s in hosts if s.data.get(key) == value]
-            problems.append(
-                Problem(
-                    ", ".join(owners) if len(owners) < len(hosts) else ALL,
-                    key,
-                    f"{path} is not a file on this machine",
-                    f"create it or point {key} at the right file (it is read here, not on the hosts)",
-                )
-            )
+            problems.append(Problem(", ".join(owners) if len(owners) < len(hosts) else ALL, key, problem, fix))
     return problems
+
+
+def _looks_like_private_key(path: str) -> bool:
+    """The file holds a PEM/OpenSSH private key block (its content is never shown)."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    return "-----BEGIN" in head and "PRIVATE KEY-----" in head
 
 
 def check_secret_lines(secrets: Any, source: str = "the secrets file") -> list[Problem]:

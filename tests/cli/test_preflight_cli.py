@@ -51,6 +51,8 @@ class Case:
     drop_secrets: tuple[str, ...] = ()
     remove: tuple[str, ...] = ()
     mode: int = 0o600
+    group_data: str = ""
+    """Written to group_data/docs.py next to the inventory (pyinfra merges it over the inventory's)."""
 
 
 def _make_tls(directory: Path, name: str, days: int = 365) -> tuple[Path, Path]:
@@ -72,6 +74,17 @@ def _make_tls(directory: Path, name: str, days: int = 365) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+def _ssh_key() -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+
+
+SSH_KEY = _ssh_key()
+
+
 def _inventory_text(files: dict[str, Path]) -> str:
     text = (REPO / "inventories" / "example.py").read_text(encoding="utf-8")
     for old, new in ADDRESS_MAP.items():
@@ -89,7 +102,7 @@ def _setup(base: Path, case: Case) -> tuple[list[str], dict[str, str], dict[str,
     base.mkdir(parents=True)
     files = {"key": base / "id_ed25519", "known_hosts": base / "known_hosts", "secrets": base / "secrets.yml",
              "s3_ca": base / "s3-ca.crt"}
-    files["key"].write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nnot a real key\n-----END OPENSSH PRIVATE KEY-----\n")
+    files["key"].write_bytes(SSH_KEY)
     files["key"].chmod(0o600)
     files["known_hosts"].write_text("")
     files["cert"], files["tls_key"] = _make_tls(base, "front")
@@ -105,6 +118,9 @@ def _setup(base: Path, case: Case) -> tuple[list[str], dict[str, str], dict[str,
     inventory = base / "inventory.py"
     append = case.append.format(**{k: str(v) for k, v in files.items()})
     inventory.write_text(_inventory_text(files) + "\n# --- the case's mistake ---\n" + append + "\n")
+    if case.group_data:
+        (base / "group_data").mkdir()
+        (base / "group_data" / "docs.py").write_text(case.group_data + "\n")
     for name in case.remove:
         files[name].unlink()
     argv = [str(PYINFRA), "-y", "--dry", str(inventory), f"deploys/{case.job}", *case.args]
@@ -124,12 +140,14 @@ CASES: list[Case] = [
     Case("docker-bip-network-address", "docker_bip", "ds1", append=f'{D}["docker_bip"] = "10.200.0.0/24"'),
     Case("docker-source-unknown", "docker_source", "ds2", args=("--data", "docker_source=snap")),
     Case("ds-version-latest", "ds_version", "ds1", args=("--data", "ds_version=latest")),
+    Case("ds-version-latest-in-group-data", "ds_version", "ds2", group_data='ds_version = "latest"'),
     Case("ds-edition-unknown", "ds_edition", "ds3", args=("--data", "ds_edition=enterprise")),
     Case("ds-digest-malformed", "ds_image_digest", "ds1", args=("--data", "ds_image_digest=sha256:abc")),
     Case("ds-memory-not-a-size", "ds_memory_limit", "ds1", args=("--data", "ds_memory_limit=lots")),
     Case("tls-certificate-missing", "lb_tls_certificate", remove=("cert",)),
     Case("tls-key-does-not-match", "lb_tls_key", append=f'{D}["lb_tls_key"] = "{{other_key}}"'),
     Case("ssh-key-missing", "ssh_key", remove=("key",)),
+    Case("ssh-key-is-the-public-key", "ssh_key", append='for _d in ' + H + '.values(): _d["ssh_key"] = "{known_hosts}"'),
     Case("known-hosts-missing", "ssh_known_hosts_file", remove=("known_hosts",)),
     Case("host-keys-unchecked", "ssh_strict_host_key_checking", "lb1",
          append=f'{H}["lb1"]["ssh_strict_host_key_checking"] = "no"'),

@@ -29,8 +29,12 @@ def _hosts(**data: object) -> list[HostSpec]:
 
 def test_controller_files_must_exist_here(tmp_path: Path) -> None:
     key = tmp_path / "key"
-    key.write_text("k")
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n")
     assert check_controller_files(_hosts(ssh_key=str(key))) == []
+    public = tmp_path / "key.pub"
+    public.write_text("ssh-ed25519 AAAA me@here\n")
+    [problem] = check_controller_files(_hosts(ssh_key=str(public)))
+    assert problem.field == "ssh_key" and "not a private key" in problem.problem and "AAAA" not in problem.line()
     [problem] = check_controller_files(_hosts(ssh_key=str(tmp_path / "nope"), ssh_known_hosts_file=None))
     assert problem.host == ALL and problem.field == "ssh_key" and "nope" in problem.problem and problem.fix
     hosts = _hosts(ssh_key=str(key))
