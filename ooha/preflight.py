@@ -655,19 +655,6 @@ def merge_problem_lines(
     return lines
 
 
-def _call_input_rules(layer: Any, rules: Callable[..., list[str]], target: Any) -> list[str]:
-    """``rules(target)``; the rabbitmq layer's older ``(peers, data)`` form is adapted here."""
-    import inspect
-
-    params = list(inspect.signature(rules).parameters)
-    if params[:2] == ["peers", "data"]:
-        module = __import__(layer.module, fromlist=["cluster_peers"])
-        defaults = getattr(module, "RABBITMQ_DEFAULTS", {})
-        data = {**defaults, **{k: v for k, v in target.data.dict().items() if v is not None}}
-        return list(rules(module.cluster_peers(), data))
-    return list(rules(target))
-
-
 def layer_input_lines(inventory: Any, layers: Iterable[Any]) -> list[str]:
     """Every selected layer's input rules on every host of its groups (data only, no facts)."""
     from pyinfra.context import ctx_host
@@ -682,7 +669,7 @@ def layer_input_lines(inventory: Any, layers: Iterable[Any]) -> list[str]:
                 continue
             try:
                 with ctx_host.use(target):
-                    lines += _call_input_rules(layer, rules, target)
+                    lines += list(rules(target))
             except Exception as exc:  # a rule that blows up on odd data is a problem, not a traceback
                 lines.append(
                     f"{target.name}: {layer.name}: the layer's input rules failed on this data "
