@@ -43,7 +43,7 @@ from pyinfra.api import QuoteString, StringCommand, deploy, operation
 from pyinfra.api.exceptions import DeployError, OperationError
 from pyinfra.operations import apt, files, server, systemd
 
-from ooha.contract import CONTRACT_DEFAULTS, contract_defaults, docs_hosts, node_vhost, peer_address
+from ooha.contract import contract_defaults, docs_hosts, node_vhost, peer_address
 from ooha.ops.hosts_file import hosts_entries
 from ooha.ops.private_files import private_put
 from ooha.report import CheckResult, poll

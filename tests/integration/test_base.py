@@ -45,6 +45,15 @@ def test_rerun_changes_nothing(first_run, pyinfra_cli) -> None:
     assert changed_operations(output) == {}, output[-4000:]
 
 
+def test_rerun_right_after_the_sessions_first_converge_changes_nothing(converge_runs) -> None:
+    """The suite's first converge (cold on a fresh lab) is followed at once by a rerun: 0 changed."""
+    rerun = converge_runs["rerun"]
+    output = output_of(rerun)
+    assert rerun.returncode == 0, explain(rerun)
+    assert "--> Results:" in output
+    assert changed_operations(output) == {}, output[-4000:]
+
+
 def test_hosts_have_the_base_layer(lab: dict[str, Any], first_run) -> None:
     rc, sources = ssh(lab, "data2", "chronyc -n sources")
     assert rc == 0 and re.search(r"^\^\*\s+198\.18\.20\.10\s", sources, re.M), sources

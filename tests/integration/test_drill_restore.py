@@ -10,7 +10,6 @@ leader, two streaming replicas, HAProxy :5432 on ds1 answering):
 
 from __future__ import annotations
 
-import shlex
 import subprocess
 import time
 from typing import Any

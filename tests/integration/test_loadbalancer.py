@@ -113,7 +113,7 @@ def test_keyed_requests_are_routed_and_logged_with_their_key(front: dict[str, An
     lines = [line for out in logged.values() for line in out.splitlines() if line.strip()]
     assert len(lines) == 6, logged
     node = hash_node(nodes, key)
-    assert all(f"node={node} " in line for line in lines), out
+    assert all(f"node={node} " in line for line in lines), lines
 
 
 def test_a_broken_candidate_never_goes_live(front: dict[str, Any], pyinfra_cli) -> None:
