@@ -18,7 +18,7 @@ import json
 import sys
 import time
 
-from lab.client import LabNotUp, explain, lab_lock, lab_state, run_pyinfra, ssh
+from lab.client import explain, locked_lab, run_pyinfra, ssh
 from lab.workload import wait_healthy
 
 DB = "ooha_bench"
@@ -50,12 +50,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=int, default=68, help="pgbench scale (68 is about 1 GB)")
     args = parser.parse_args()
-    try:
-        lab = lab_state()
-    except LabNotUp as exc:
-        print(f"the lab is not up: {exc}", file=sys.stderr)
-        return 1
-    with lab_lock():
+    with locked_lab() as lab:
         try:
             on_leader(lab, as_postgres(f"drop database if exists {DB}") + " && " + as_postgres(f"create database {DB}"))
             start = time.monotonic()

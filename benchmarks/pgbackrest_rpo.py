@@ -19,7 +19,7 @@ import statistics
 import sys
 import time
 
-from lab.client import LabNotUp, explain, lab_lock, lab_state, run_pyinfra, secrets, ssh, wait_for
+from lab.client import explain, locked_lab, run_pyinfra, secrets, ssh, wait_for
 from lab.workload import DATA_HOSTS, PgWriter, wait_healthy
 
 DATA_DIR = "/var/lib/postgresql/15/onlyoffice"
@@ -69,13 +69,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--client", default="ds1")
     args = parser.parse_args()
-    try:
-        lab = lab_state()
-    except LabNotUp as exc:
-        print(f"the lab is not up: {exc}", file=sys.stderr)
-        return 1
     rpos = []
-    with lab_lock():
+    with locked_lab() as lab:
         try:
             for number in range(1, args.runs + 1):
                 rpo, lost, acked, restore = one_run(lab, args.client)

@@ -18,7 +18,7 @@ import statistics
 import sys
 import time
 
-from lab.client import LabNotUp, lab_cli, lab_lock, lab_state, secrets, wait_for
+from lab.client import lab_cli, locked_lab, secrets, wait_for
 from lab.workload import PgWriter, cluster_view, unavailability_window, wait_healthy
 
 
@@ -58,13 +58,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--client", default="ds1", help="Document Server host that runs the writer")
     args = parser.parse_args()
-    try:
-        lab = lab_state()
-    except LabNotUp as exc:
-        print(f"the lab is not up: {exc}", file=sys.stderr)
-        return 1
     windows, losses = [], []
-    with lab_lock(exclusive=True):
+    with locked_lab() as lab:
         for number in range(1, args.runs + 1):
             window, lost, what = one_run(lab, args.client, number)
             windows.append(window)

@@ -110,13 +110,9 @@ def connect(lab: dict[str, Any], host: str, user: str = SSH_USER, timeout: float
 
 def ssh(lab: dict[str, Any], host: str, cmd: str, timeout: float = 60) -> tuple[int, str]:
     """Run cmd on host over SSH as admin; return (exit code, stdout + stderr)."""
-    client = connect(lab, host)
-    try:
-        _, stdout, stderr = client.exec_command(cmd, timeout=timeout)
-        out = stdout.read().decode(errors="replace") + stderr.read().decode(errors="replace")
-        return stdout.channel.recv_exit_status(), out
-    finally:
-        client.close()
+    from lab.hosts import run_and_close
+
+    return run_and_close(connect(lab, host), cmd, timeout)
 
 
 def reaches(lab: dict[str, Any], src: str, dst_address: str, port: int = 22) -> bool:
@@ -180,6 +176,22 @@ def lab_lock(exclusive: bool = True, timeout: float = 1800, path: str = LOCK_FIL
 
 
 # --- polling --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def locked_lab() -> Iterator[dict[str, Any]]:
+    """A benchmark's lab: the status under the exclusive lab lock, or exit 1 saying why.
+
+    Benchmarks stop hosts and restore clusters: they must not run beside the suite or
+    another benchmark, and a lab that is not up is a clear one-line refusal.
+    """
+    try:
+        lab = lab_state()
+    except LabNotUp as exc:
+        print(f"the lab is not up: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    with lab_lock():
+        yield lab
 
 
 class WaitTimeout(AssertionError):

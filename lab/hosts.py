@@ -162,15 +162,23 @@ def ssh_client(address: str, user: str = SSH_USER, timeout: float = 10.0) -> par
     return client
 
 
-def ssh_run(address: str, command: str, timeout: float = 30.0) -> tuple[int, str]:
-    """Run one command over SSH as admin; return (exit code, stdout+stderr)."""
-    client = ssh_client(address)
+def run_and_close(client: paramiko.SSHClient, command: str, timeout: float) -> tuple[int, str]:
+    """Run one command on an open SSH client, close it; return (exit code, stdout+stderr).
+
+    The one place that reads a command's output over SSH: the lab builder and the lab
+    client (tests, benchmarks) both end here, so they read output the same way.
+    """
     try:
         _, stdout, stderr = client.exec_command(command, timeout=timeout)
         out = stdout.read().decode(errors="replace") + stderr.read().decode(errors="replace")
         return stdout.channel.recv_exit_status(), out
     finally:
         client.close()
+
+
+def ssh_run(address: str, command: str, timeout: float = 30.0) -> tuple[int, str]:
+    """Run one command over SSH as admin; return (exit code, stdout+stderr)."""
+    return run_and_close(ssh_client(address), command, timeout)
 
 
 def verify_ssh(host: Host, deadline_s: float = 30.0) -> None:
