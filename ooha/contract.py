@@ -10,7 +10,7 @@ named in a comment; the owning layer's ``data_defaults`` and every reader take i
 ``--data``) that overrides one moves both ends together, because both read the same key.
 
 Also here, for the same reason: the per-node names of the Document Server "shards" design
-(formerly ooha/dsnodes.py, which still re-exports them) and a host's peer address.
+ and a host's peer address.
 """
 
 from __future__ import annotations

@@ -116,7 +116,7 @@ def bind_addresses(target: Any) -> list[str]:
     """``endpoint_bind_addresses``, plus the Docker bridge gateway on DS hosts.
 
     The Document Server container reaches the data tier at the gateway of the DS host's
-    Docker bridge (``docker_bip``, ooha/dsnodes.py docker_gateway): derived here from
+    Docker bridge (``docker_bip``, ooha/contract.py docker_gateway): derived here from
     the docker layer's one key, so the address is never configured twice.  The docker
     layer runs before this one, so the address exists when HAProxy binds it.
     """

@@ -352,7 +352,7 @@ def _cluster_objects(data: Any) -> None:
 
 
 def ds_vhosts(shared: str) -> list[str]:
-    """The shared vhost, then one per DS node (ooha/dsnodes.py), from the whole docs group.
+    """The shared vhost, then one per DS node (ooha/contract.py), from the whole docs group.
 
     A node's own vhost is what confines its SIGTERM ``PUT /internal/cluster/inactive``
     broadcast (the ``ds.pubsub`` fanout lives in a vhost) to that node.

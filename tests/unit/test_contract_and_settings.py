@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pyinfra.api.exceptions import DeployError
 
-from ooha import contract, dsnodes
+from ooha import contract
 from ooha.contract import CONTRACT_DEFAULTS, peer_address
 from ooha.layers import (documentserver, endpoints, etcd, loadbalancer, pgbackrest, postgres, rabbitmq, redis)
 from ooha.settings import Settings, data_value, required, required_secret, secret, setting
@@ -88,10 +88,6 @@ def test_peer_address_prefers_private_then_ssh_then_name() -> None:
     assert peer_address(_target("a", private_address="10.0.0.1", ssh_hostname="x")) == "10.0.0.1"
     assert peer_address(_target("a", ssh_hostname="x")) == "x"
     assert peer_address(_target("a")) == "a"
-
-
-def test_dsnodes_still_re_exports_the_contract_names() -> None:
-    assert dsnodes.node_database is contract.node_database and dsnodes.docker_gateway is contract.docker_gateway
 
 
 # --- settings -------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Per-node names (ooha/dsnodes.py) and the data tier's per-node objects rendered from them."""
+"""Per-node names (ooha/contract.py) and the data tier's per-node objects rendered from them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import jinja2
 import pytest
 
-from ooha.dsnodes import docker_gateway, docs_hosts, node_database, node_redis_prefix, node_slug, node_vhost
+from ooha.contract import docker_gateway, docs_hosts, node_database, node_redis_prefix, node_slug, node_vhost
 from ooha.templating import JINJA, TEMPLATES
 
 
