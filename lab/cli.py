@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from lab import core, engine, faults, topology
+from lab import core, engine, faults, lifecycle, topology
 from lab.errors import LabError
 
 
@@ -27,6 +27,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("build", help="build the lab images only")
     for name, text in (("stop", "stop a host (systemd shuts down)"), ("start", "start a host and wait for sshd")):
         sub.add_parser(name, help=text).add_argument("host")
+    for name, text in (("destroy", "remove hosts like lost VMs: container, /var/lib/docker volume, known_hosts line"),
+                       ("recreate", "replace hosts by blank ones (same name and addresses, new host keys)")):
+        lose = sub.add_parser(name, help=text)
+        lose.add_argument("hosts", nargs="*", metavar="HOST", help="lab hosts (not the services host)")
+        lose.add_argument("--az", help="every host of this AZ instead of named hosts")
     sub.add_parser("cut", help="cut an AZ off from every other lab address").add_argument("az")
     sub.add_parser("heal", help="remove the cut of an AZ (all AZs if none given)").add_argument("az", nargs="?")
     return p
@@ -53,6 +58,10 @@ def run(argv: list[str]) -> int:
             cli = engine.client()
             _say(f"started {args.host}; sshd answers" if faults.start(cli, topo, args.host)
                  else f"{args.host} was already running; sshd answers")
+        elif args.command == "destroy":
+            lifecycle.destroy(topo, args.hosts, args.az, _say)
+        elif args.command == "recreate":
+            lifecycle.recreate(topo, args.hosts, args.az, _say)
         elif args.command == "cut":
             _say(f"cut {args.az} off from the other AZs" if faults.cut(topo, args.az) else f"{args.az} was already cut (rules renewed)")
         elif args.command == "heal":

@@ -12,7 +12,7 @@ import docker
 from lab import engine, hosts, state
 from lab.engine import LABEL_FILTER
 from lab.registry import DS_REPOSITORY, registry_tags
-from lab.topology import Topology
+from lab.topology import Host, Topology
 
 Say = Callable[[str], None]
 
@@ -41,9 +41,13 @@ def foreign_containers(cli: docker.DockerClient, topo: Topology) -> list[str]:
     with theirs.  A host key is the container's identity and survives stops.
     """
     recorded = hosts.recorded_host_keys(topo)
+    # A host `recreate` left half made (its new key not recorded yet) is still ours.
+    ours_unrecorded = state.destroyed_hosts()
     foreign = []
     for container in cli.containers.list(all=True, filters={"label": LABEL_FILTER}):
         name = container.labels.get("ooha.lab.host", "")
+        if name in topo.hosts and name in ours_unrecorded:
+            continue
         if name not in topo.hosts or recorded.get(name) != hosts.stored_host_key(container):
             foreign.append(container.name)
     return foreign
@@ -70,6 +74,33 @@ def front_addresses(topo: Topology) -> list[str]:
     return [vip.split("/")[0]] + [h.addresses[FRONT_NETWORK] for h in topo.hosts.values() if FRONT_NETWORK in h.addresses]
 
 
+def ensure_host(cli: docker.DockerClient, topo: Topology, host: Host, say: Say) -> None:
+    """Create the host's container if it has none and start it if it is not running.
+
+    The per-host first step of `up` (every host) and `recreate` (a blank host).
+    """
+    container = hosts.get_container(cli, host)
+    if container is None:
+        hosts.create_container(cli, topo, host)
+        container = hosts.get_container(cli, host)
+        say(f"created {host.container}")
+    if container.status != "running":
+        if container.status != "created":
+            say(f"starting {host.container} (it was {container.status}; `up` starts stopped hosts)")
+        container.start()
+
+
+def admit_host(cli: docker.DockerClient, host: Host, pubkey: str) -> str:
+    """Wait for systemd and sshd, authorize the lab's deploy key; return the host key read over docker exec.
+
+    The per-host second step of `up` and `recreate`; the caller writes the key to
+    known_hosts, then checks SSH with host-key checking (hosts.verify_ssh).
+    """
+    hosts.wait_booted(cli, host)
+    hosts.authorize_key(cli, host, pubkey)
+    return hosts.host_key(cli, host)
+
+
 def up(topo: Topology, say: Say) -> dict[str, Any]:
     """Bring the lab up, reusing what this state dir made; return the status dict.
 
@@ -88,22 +119,12 @@ def up(topo: Topology, say: Say) -> dict[str, Any]:
     engine.ensure_networks(cli, topo)
     engine.ensure_routing()
     for host in topo.hosts.values():
-        container = hosts.get_container(cli, host)
-        if container is None:
-            hosts.create_container(cli, topo, host)
-            container = hosts.get_container(cli, host)
-            say(f"created {host.container}")
-        if container.status != "running":
-            if container.status != "created":
-                say(f"starting {host.container} (it was {container.status}; `up` starts stopped hosts)")
-            container.start()
-    _parallel(lambda h: hosts.wait_booted(cli, h), list(topo.hosts.values()))
-    keys: dict[str, str] = {}
-    for host in topo.hosts.values():
-        hosts.authorize_key(cli, host, pubkey)
-        keys[host.name] = hosts.host_key(cli, host)
+        ensure_host(cli, topo, host, say)
+    all_hosts = list(topo.hosts.values())
+    keys = dict(zip(topo.hosts, _parallel(lambda h: admit_host(cli, h, pubkey), all_hosts)))
     hosts.write_known_hosts(keys, topo)
-    _parallel(hosts.verify_ssh, list(topo.hosts.values()))
+    state.set_destroyed(topo.hosts, destroyed=False)
+    _parallel(hosts.verify_ssh, all_hosts)
     say(f"{len(topo.hosts)} hosts answer SSH with host key checking ({time.monotonic() - t0:.1f}s)")
     if front_addresses(topo):
         from lab import ca
@@ -149,13 +170,15 @@ def status(topo: Topology, cli: docker.DockerClient | None = None) -> dict[str, 
         tls = sdir / "tls"
         result["front"] = {"vip": front_vip(topo), "tls_certificate": str(tls / "front.crt"),
                            "tls_key": str(tls / "front.key")}
+    destroyed = state.destroyed_hosts()
     for host in topo.hosts.values():
         container = hosts.get_container(cli, host)
         result["hosts"].append({
             "name": host.name, "container": host.container, "az": host.az, "address": host.address,
             "addresses": dict(host.addresses), "roles": list(host.roles), "ssh_user": hosts.SSH_USER,
             "ssh_key": str(state.ssh_key_path()),
-            "state": container.status if container is not None else "missing",
+            "state": container.status if container is not None else (
+                "destroyed" if host.name in destroyed else "missing"),
         })
     if sdir.exists():
         state.write_private(state.state_json_path(), json.dumps(result, indent=2) + "\n")
@@ -188,6 +211,7 @@ def down(say: Say, purge: bool = False) -> None:
     for vol in volumes:
         vol.remove(force=True)
     engine.remove_routing()
+    state.set_destroyed(state.destroyed_hosts(), destroyed=False)
     say(f"removed {len(containers)} containers, the lab networks, {len(volumes)} volumes and the lab's iptables rules")
     if purge and state.state_dir().exists():
         shutil.rmtree(state.state_dir())

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import io
 import tarfile
+import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import docker
@@ -62,6 +64,22 @@ def create_container(cli: docker.DockerClient, topo: Topology, host: Host) -> No
         volumes=["/sys/fs/cgroup", "/var/lib/docker"])
     for net_name, addr in nets[1:]:
         api.connect_container_to_network(created["Id"], topo.networks[net_name].docker_name, ipv4_address=addr)
+
+
+def remove_host(cli: docker.DockerClient, host: Host) -> list[str]:
+    """Remove what create_container made for the host, like a lost VM: the container (killed if
+    running, with any anonymous volume) and its /var/lib/docker volume; return what was removed."""
+    removed = []
+    container = get_container(cli, host)
+    if container is not None:
+        container.remove(force=True, v=True)
+        removed.append(f"container {host.container}")
+    try:
+        cli.volumes.get(volume_name(host)).remove(force=True)
+        removed.append(f"volume {volume_name(host)}")
+    except docker.errors.NotFound:
+        pass
+    return removed
 
 
 def exec_out(container: Any, cmd: list[str], user: str = "root") -> tuple[int, str]:
@@ -150,6 +168,23 @@ def write_known_hosts(lines: dict[str, str], topo: Topology) -> None:
         if host.name in lines:
             out.append(f"{','.join(host.addresses.values())} {lines[host.name]}")
     state.write_private(state.known_hosts_path(), "\n".join(out) + "\n")
+
+
+_KNOWN_HOSTS_LOCK = threading.Lock()
+
+
+def update_known_hosts(topo: Topology, keys: dict[str, str] | None = None, forget: Iterable[str] = ()) -> None:
+    """Set some hosts' keys and drop others' lines, keeping every other recorded line.
+
+    For `destroy` (its line goes with the host) and `recreate` (the new key replaces the old
+    one); thread-safe, so hosts recreated in parallel each record their key when it is read.
+    """
+    with _KNOWN_HOSTS_LOCK:
+        recorded = recorded_host_keys(topo)
+        for name in forget:
+            recorded.pop(name, None)
+        recorded.update(keys or {})
+        write_known_hosts(recorded, topo)
 
 
 def ssh_client(address: str, user: str = SSH_USER, timeout: float = 10.0) -> paramiko.SSHClient:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import secrets
 import string
+import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
@@ -53,6 +55,33 @@ def ca_dir() -> Path:
 def state_json_path() -> Path:
     """What `status --json` printed last."""
     return state_dir() / "state.json"
+
+
+def destroyed_path() -> Path:
+    """Hosts `python -m lab destroy` removed, one name a line (status shows them as destroyed)."""
+    return state_dir() / "destroyed"
+
+
+_DESTROYED_LOCK = threading.Lock()
+
+
+def destroyed_hosts() -> set[str]:
+    """Names of the hosts destroyed and not created again since."""
+    path = destroyed_path()
+    return set(path.read_text().split()) if path.exists() else set()
+
+
+def set_destroyed(names: Iterable[str], destroyed: bool = True) -> None:
+    """Record hosts as destroyed (or created again); thread-safe, the file goes when it is empty."""
+    with _DESTROYED_LOCK:
+        current = destroyed_hosts()
+        updated = current | set(names) if destroyed else current - set(names)
+        if updated == current:
+            return
+        if updated:
+            write_private(destroyed_path(), "".join(f"{name}\n" for name in sorted(updated)))
+        else:
+            destroyed_path().unlink(missing_ok=True)
 
 
 def write_private(path: Path, data: str | bytes) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import stat
 import struct
@@ -16,7 +17,8 @@ import requests
 import yaml
 
 from ooha.preflight import REQUIRED_SECRETS as MAIN_JOB_SECRETS
-from lab.client import connect, host_entry, lab_cli, reaches, ssh
+from lab.client import (connect, explain, host_entry, lab_cli, lab_lock, lab_state, output_of, reaches,
+                        run_pyinfra, ssh)
 
 pytestmark = pytest.mark.lab
 
@@ -202,3 +204,42 @@ def test_a_lab_from_another_state_dir_is_recognised_as_foreign(lab, tmp_path, mo
     assert core.foreign_containers(cli, topo) == []
     monkeypatch.setenv("OOHA_LAB_DIR", str(tmp_path))
     assert sorted(core.foreign_containers(cli, topo)) == sorted(h["container"] for h in lab["hosts"])
+
+
+def _recorded_key(lab: dict, host: str) -> str | None:
+    """The key the lab's known_hosts holds for host's address (``type base64``), or None."""
+    address = host_entry(lab, host)["address"]
+    for line in Path(lab["known_hosts"]).read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and address in parts[0].split(","):
+            return f"{parts[1]} {parts[2]}"
+    return None
+
+
+@pytest.mark.timeout(1800)
+def test_recreate_gives_a_blank_host_with_new_host_keys_that_the_main_job_rebuilds(lab: dict) -> None:
+    """`python -m lab recreate lb2`: same name and address, a new host key read over docker exec
+    into known_hosts, SSH with RejectPolicy, nothing deployed left on it.  The main job then
+    rebuilds it (in a finally, so the lab is left converged); it must succeed."""
+    from lab import engine, hosts, topology
+
+    name = "lb2"
+    with lab_lock():
+        try:
+            old_key = _recorded_key(lab, name)
+            result = lab_cli("recreate", name, timeout=600)
+            assert result.returncode == 0, result.stderr
+            address = host_entry(lab, name)["address"]
+            assert result.stdout.startswith(f"recreated {name} ({address}) blank:"), result.stdout
+            new_key = _recorded_key(lab, name)
+            assert old_key and new_key and new_key != old_key
+            assert new_key == hosts.host_key(engine.client(), topology.load().host(name))
+            rc, out = ssh(lab, name, "hostname; for p in nginx keepalived haproxy chrony; do "
+                                     "dpkg -s $p >/dev/null 2>&1 && echo installed $p; done; "
+                                     "test -e /etc/onlyoffice-ha && echo left /etc/onlyoffice-ha; true")
+            assert rc == 0 and out.split() == [name], out
+            assert host_entry(lab_state(), name)["state"] == "running"
+        finally:
+            rebuild = run_pyinfra("-y", "inventories/lab.py", "deploys/ha.py", timeout=1200)
+        assert rebuild.returncode == 0, explain(rebuild)
+        assert re.search(r"validation: (\d+)/\1 checks OK", output_of(rebuild)), explain(rebuild)
