@@ -16,11 +16,16 @@ _SPLIT = "----onlyoffice-ha-etcd-members----"
 
 def etcdctl(address: str, port: int, *args: str) -> str:
     """An etcdctl (v3 API) command line using this host's certificate (needs root)."""
+    return etcdctl_urls([f"https://{address}:{int(port)}"], *args)
+
+
+def etcdctl_urls(endpoints: list[str], *args: str) -> str:
+    """etcdctl against several client URLs (``https://address:port``): the first that answers serves."""
     return " ".join(
         [
             "ETCDCTL_API=3",
             "etcdctl",
-            f"--endpoints=https://{shlex.quote(address)}:{int(port)}",
+            f"--endpoints={shlex.quote(','.join(endpoints))}",
             f"--cacert={ETCD_PKI}/ca.crt",
             f"--cert={ETCD_PKI}/host.crt",
             f"--key={ETCD_PKI}/host.key",

@@ -25,6 +25,19 @@ Reruns: the config file is rewritten only when something changed, and Patroni is
 added to the postgres group starts Patroni with an empty data dir and joins as a replica
 by base backup; the leader only gets a reload for the new pg_hba line.
 
+A blank member (issue 10: the host came back without its data dir, same name, or with a new
+address from the edited inventory) is the same case: Patroni finds the cluster in etcd and
+re-clones itself from the leader with ``pg_basebackup`` (its default
+``create_replica_methods``), and the run waits until it runs and streams (``member_running``,
+bounded by ``patroni_clone_deadline``).  Chosen over pgBackRest's ``create_replica_methods``
+(restore from S3, then WAL from the archive): that is faster only for large databases (parallel,
+compressed, and it spares the leader's disk and network), while it adds a dependency on S3 and
+a replay gap for a small one; the lab's database is a few MB, so basebackup.  Nothing else is
+needed: the member slot of the same name on the leader is Patroni's (it keeps a slot per member
+key and drops slots of members that left the DCS), the leader reloads pg_hba with the
+inventory's address before the new member starts, Patroni re-picks a synchronous standby, and
+the certificates and config are pushed because the files are absent.
+
 The Document Server role and its databases (``onlyoffice`` and one per DS node,
 ooha/contract.py) are made on the leader at execute time, from the
 facts read then, by ``ds_database`` (the role's password is sent as a SCRAM verifier
@@ -75,6 +88,9 @@ POSTGRES_DEFAULTS: dict[str, Any] = {
     "patroni_scope": "onlyoffice",
     # Wait for Patroni to elect a leader after a (re)start before making role/database.
     "patroni_leader_deadline": 180,
+    # Seconds a member without data (a new or rebuilt host) may take to clone itself from the
+    # leader (pg_basebackup) and stream: the run waits for it (size it to the database).
+    "patroni_clone_deadline": 3600,
     # Document Server's role (password: secret postgres_ds_password) and its own database
     # (for operators, drills and benchmarks).  Each DS node gets another database, owned by
     # the same role: ooha/contract.py node_database(<docs host>), e.g. onlyoffice_ds1.
@@ -234,6 +250,45 @@ def dynamic_config(wanted: dict[str, Any], rest_password: str, deadline: float =
     )
 
 
+def member_ready(view: dict[str, Any] | None, name: str) -> tuple[bool, str]:
+    """(ready, what is seen) for member ``name``: it is the running leader, or a running replica
+    that the leader lists as streaming (pure, unit-tested)."""
+    if not view:
+        return False, "Patroni REST API not answering"
+    member = next((m for m in view["members"] if m["name"] == name), None)
+    if member is None:
+        return False, f"{name} not in the cluster yet (leader {view.get('leader') or 'none'})"
+    if member["state"] != "running":
+        return False, f"{name} is {member['state'] or 'unknown'}"
+    if view.get("leader") == name or member["streaming"]:
+        return True, f"{name} running ({'leader' if view.get('leader') == name else 'streaming'})"
+    return False, f"{name} running but not streaming from {view.get('leader') or 'no leader'}"
+
+
+@operation(is_idempotent=True)
+def member_running(deadline: float = 3600):
+    """Wait (execute time, no command) until this member runs: the leader, or a replica
+    streaming from it.  Instant on a converged member; on a new or blank one it covers the
+    clone from the leader, so later layers (the backup layer's archive_mode check) and the
+    report see a running PostgreSQL."""
+    if not _executing():
+        return
+    port = int(_value(host, "patroni_rest_port"))
+    end = time.monotonic() + deadline
+    while True:
+        ready, seen = member_ready(host.get_fact(PatroniCluster, address="127.0.0.1", port=port), host.name)
+        if ready:
+            host.noop(seen)
+            return
+        if time.monotonic() >= end:
+            from pyinfra.api.exceptions import OperationError
+
+            raise OperationError(f"{host.name}: Patroni member not running after {deadline:.0f} s ({seen}); "
+                                 "see `journalctl -u patroni` and `patronictl -c /etc/patroni/config.yml list`")
+        time.sleep(2)
+    yield  # a generator: pyinfra's operations are
+
+
 def curl_user_config(user: str, password: str) -> str:
     """The credentials as a curl config line, for ``curl -K -`` on stdin: never in argv,
     where ``ps`` shows them to every local user while curl waits."""
@@ -388,6 +443,8 @@ def postgres() -> None:
     for database in ds_databases(data.postgres_ds_database):
         ds_database(name=f"Document Server role and database {database}", role=data.postgres_ds_role,
                     database=database, password=secrets["postgres_ds_password"], deadline=deadline)
+    member_running(name="This member running (leader, or replica streaming: a blank member's clone)",
+                   deadline=float(data.patroni_clone_deadline))
 
 
 # --- validation -----------------------------------------------------------------------
