@@ -10,10 +10,10 @@ is created first if missing, and /etc/onlyoffice-ha; a load balancer: /etc/nginx
 written over the current ones; files created since are left alone.  Snapshots are listed
 with ``sudo ooha-filebackup restic snapshots`` on the host.
 
-A rebuilt host: run the main job with ``--data layers=docker,filebackup`` first (the
-repository keeps its snapshots; the layer takes no new first snapshot when one exists),
-restore, then run the whole main job, so Document Server starts on the restored Data
-volume.  On a running DS host, restart its container after restoring license or keys
+A rebuilt (blank) Document Server host needs none of this: the main job restores its newest
+snapshot before the container starts (ooha/layers/filebackup.py ``restore_if_blank``).
+This command is for restoring into a host that has files (an older snapshot, one path).
+On a running DS host, restart its container after restoring license or keys
 (Document Server reads them at start).  Restore before the timer's next run
 (``filebackup_on_calendar``) or give ``restore_snapshot``: a backup of the empty rebuilt
 host would otherwise become "latest".

@@ -315,9 +315,10 @@ def primary_loss(state: dict[str, Any], label: str) -> FailoverRun:
         started = time.monotonic()
         lab_cli("start", names[old], timeout=300, check=True)
         stopped = False
-        wait_for(lambda: (info := role_of(state, old)) and info.get("role") == "slave"
+        wait_for(f"{names[old]} rejoins as a replica of {names[new]}",
+                 lambda: (info := role_of(state, old)) and info.get("role") == "slave"
                  and info.get("master_host") == new and info.get("master_link_status") == "up",
-                 120, f"{names[old]} rejoins as a replica of {names[new]}")
+                 120, interval=0.2)
         return FailoverRun(names[old], names[new], window, len(writer.acked), len(lost), time.monotonic() - started)
     finally:
         writer.stop()

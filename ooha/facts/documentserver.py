@@ -181,3 +181,44 @@ class DsNginxErrors(FactBase):
     @staticmethod
     def default() -> list[str]:
         return []
+
+
+HEAL_SCRIPT = "/usr/local/sbin/ooha-ds-heal"
+HEAL_STATE = "/var/lib/ooha-ds-heal/state"
+HEAL_TIMER = "ooha-ds-heal.timer"
+
+
+def parse_heal_state(lines: list[str]) -> dict[str, Any] | None:
+    """DsHealState's output: ``{"timer_enabled", "timer_active", "state": {...} | {}}``; None: not installed."""
+    if not lines or lines[0].strip() == "not-installed":
+        return None
+    result: dict[str, Any] = {"timer_enabled": False, "timer_active": False, "state": {}}
+    for line in lines:
+        text = line.strip()
+        if text.startswith("timer "):
+            parts = text.split()
+            result["timer_enabled"] = len(parts) > 1 and parts[1] == "enabled"
+            result["timer_active"] = len(parts) > 2 and parts[2] == "active"
+        elif text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                result["state"] = value
+    return result
+
+
+class DsHealState(FactBase):
+    """The self-healing timer and its state file (restarts, give-up); None when not installed."""
+
+    def command(self) -> str:
+        return (
+            f"if [ ! -x {HEAL_SCRIPT} ]; then echo not-installed; exit 0; fi; "
+            f"echo \"timer $(systemctl is-enabled {HEAL_TIMER} 2>/dev/null || true) "
+            f"$(systemctl is-active {HEAL_TIMER} 2>/dev/null || true)\"; "
+            f"cat {HEAL_STATE} 2>/dev/null; true"
+        )
+
+    def process(self, output: list[str]) -> dict[str, Any] | None:
+        return parse_heal_state(output)

@@ -205,3 +205,43 @@ class RabbitmqNodeInitialised(FactBase):
 
     def process(self, output: list[str]) -> bool:
         return any(line.strip() for line in output)
+
+
+PEER_MARK = "=== ooha node "
+"""Separator line printed before each node's answer in ``RabbitmqPeerClusterStatus``."""
+PEER_TIMEOUT = 15
+"""Seconds one remote rabbitmqctl may take (a dead peer must not hang the deploy)."""
+
+
+class RabbitmqPeerClusterStatus(FactBase):
+    """Each given node's own view of its cluster, asked from this host with ``rabbitmqctl -n``.
+
+    ``{node: status (see parse_cluster_status) or None}``; None when that node does not
+    answer (stopped, unreachable, paused).  Used only when the local node is standalone,
+    to find a surviving node of the cluster and whether it still lists this node.
+    """
+
+    def command(self, nodes: list[str]) -> str:
+        for node in nodes:
+            if not node or not all(c.isalnum() or c in "@.-_" for c in node):
+                raise ValueError(f"not an Erlang node name: {node!r}")
+        return " ".join(
+            f"echo '{PEER_MARK}{node}'; timeout {PEER_TIMEOUT} rabbitmqctl -n {node} cluster_status "
+            "--formatter json 2>/dev/null || true;"
+            for node in nodes
+        ) or "true"
+
+    @staticmethod
+    def default() -> dict[str, Any]:
+        return {}
+
+    def process(self, output: list[str]) -> dict[str, dict[str, Any] | None]:
+        parts: dict[str, list[str]] = {}
+        current: str | None = None
+        for line in output:
+            if line.startswith(PEER_MARK):
+                current = line[len(PEER_MARK):].strip()
+                parts[current] = []
+            elif current is not None:
+                parts[current].append(line)
+        return {node: parse_cluster_status(lines) for node, lines in parts.items()}

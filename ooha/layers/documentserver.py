@@ -38,6 +38,19 @@ published, and nginx on 80 allows ``/internal/`` from 127.0.0.1 only.  Named vol
 ``onlyoffice-logs``.  The container is recreated only when its wanted spec differs
 (ooha/ops/containers.py explains why pyinfra's docker.container cannot do it).
 
+A rebuilt (blank) host: before anything else the layer calls the filebackup layer's
+``restore_if_blank`` (ooha/layers/filebackup.py), so the container starts on the Data volume
+(license, keys, release date) restored from the node's newest snapshot.
+
+Self-healing (``ds_heal_*``): ``ooha-ds-heal.timer`` runs ``/usr/local/sbin/ooha-ds-heal check``
+every ``ds_heal_interval_seconds``; a running container whose /healthcheck is not ``true`` for
+``ds_heal_after_seconds`` while the local HAProxy has a PostgreSQL primary, a Redis primary and a
+RabbitMQ server UP is drained (pre-stop) and restarted; after ``ds_heal_max_restarts`` restarts
+within ``ds_heal_window_seconds`` it gives up: the container is stopped (the load balancers move
+its documents), the deploy leaves it stopped and the report fails until an operator resets it:
+``systemctl start ooha-ds-heal-reset`` on the host, or the main job with ``--data ds_heal_reset=true``.
+The pure decision is ``decide()`` in templates/documentserver/ooha-ds-heal.py.j2.
+
 Community edition keeps editing state in process memory: it works only because every
 document stays on one node; a warning says so when it runs on more than one node.
 
@@ -65,7 +78,8 @@ from urllib.parse import quote
 from pyinfra import host, inventory, logger
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import files
+from pyinfra.operations import files, systemd
+from pyinfra.operations.util import any_changed
 
 from ooha.ops.containers import ContainerSpec, Mount, Port, container, env_file_text, env_sha256, memory_bytes, nano_cpus
 from ooha.contract import CONTRACT_DEFAULTS, contract_defaults, docker_gateway, node_database, node_redis_prefix, node_vhost
@@ -76,12 +90,22 @@ from ooha.settings import secret as _secret
 from ooha.facts.documentserver import (
     CONTAINER,
     EXAMPLE_CONF,
+    HEAL_SCRIPT,
+    HEAL_STATE,
+    HEAL_TIMER,
     DsContainer,
     DsExample,
+    DsHealState,
     DsHttp,
     DsNginxErrors,
     DsVersion,
 )
+from ooha.templating import JINJA, TEMPLATES
+
+HEAL_SERVICE = "ooha-ds-heal.service"
+HEAL_RESET_SERVICE = "ooha-ds-heal-reset.service"
+HEAL_DEPENDENCIES = ("pg-primary", "redis-primary", "rabbitmq")
+"""HAProxy proxies (templates/endpoints/haproxy.cfg.j2) that must have a server UP before a sick node is healed."""
 
 CONFIG_DIR = "/etc/onlyoffice-ha/documentserver"
 ENV_FILE = f"{CONFIG_DIR}/documentserver.env"
@@ -128,6 +152,20 @@ DS_DEFAULTS: dict[str, Any] = {
     # pre-stop (0: do not wait), then docker stop's grace before SIGKILL.
     "ds_drain_seconds": 60,
     "ds_stop_grace_seconds": 30,
+    # Self-healing (ooha-ds-heal.timer): a running container whose /healthcheck is not true
+    # for ds_heal_after_seconds (counted from ds_heal_start_grace_seconds after each start)
+    # while its dependencies are UP is restarted (drained for up to ds_heal_drain_seconds);
+    # after ds_heal_max_restarts restarts within ds_heal_window_seconds it is stopped and left
+    # stopped until a reset (`systemctl start ooha-ds-heal-reset`, or --data ds_heal_reset=true).
+    "ds_heal_enabled": True,
+    "ds_heal_interval_seconds": 10,
+    "ds_heal_after_seconds": 60,
+    "ds_heal_start_grace_seconds": 120,
+    "ds_heal_max_restarts": 3,
+    "ds_heal_window_seconds": 1800,
+    "ds_heal_drain_seconds": 10,
+    # Day-2: true resets the self-healing state in this run (and the container starts again).
+    "ds_heal_reset": False,
 }
 
 _REPO = re.compile(r"^[a-z0-9]+([._:/-][a-z0-9]+)*$")
@@ -208,6 +246,15 @@ def input_problems(target: Any) -> list[str]:
             problems.append(f"all: secrets.{key}: missing; fix: set it in the secrets file")
         elif "\n" in value or "\r" in value:
             problems.append(f"all: secrets.{key}: holds a line break (an env-file cannot carry it); fix: use a one-line value")
+    for key, low, high in (("ds_heal_interval_seconds", 1, 3600), ("ds_heal_after_seconds", 1, 86400),
+                           ("ds_heal_start_grace_seconds", 0, 86400), ("ds_heal_max_restarts", 0, 100),
+                           ("ds_heal_window_seconds", 60, 7 * 86400), ("ds_heal_drain_seconds", 0, 3600)):
+        value = _value(target, key)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            problems.append(f"{name}: {key}: {value!r} must be an integer from {low} to {high}; fix: e.g. {DS_DEFAULTS[key]}")
+    for key in ("ds_heal_enabled", "ds_heal_reset"):
+        if not isinstance(_value(target, key), bool):
+            problems.append(f"{name}: {key}: {_value(target, key)!r} must be true or false; fix: --data {key}=true|false")
     return problems
 
 
@@ -339,11 +386,93 @@ def drain_script(seconds: int) -> str:
 @operation()
 def example(container_name: str, enabled: bool, deadline: int = 180):
     """The test example on (autostart=true, running) or off (autostart=false, stopped)."""
+    gave_up = heal_gave_up(host.get_fact(DsHealState))
+    if gave_up:
+        host.noop(f"example: container stopped ({gave_up})")
+        return
     current = host.get_fact(DsExample, container=container_name)
     if current and current["state"] and current["autostart"] is enabled and (current["state"] == "RUNNING") is enabled:
         host.noop(f"example {'on' if enabled else 'off'}")
         return
     yield StringCommand("sh", "-c", QuoteString(example_script(container_name, enabled, deadline)))
+
+
+def heal_config(target: Any) -> dict[str, Any]:
+    """The self-healing script's settings (no secret: it reads /healthcheck and HAProxy's stats only)."""
+    return {
+        "container": CONTAINER,
+        "health_url": f"{base_url(target)}/healthcheck",
+        "stats_port": int(_value(target, "endpoint_stats_port")),
+        "dependencies": list(HEAL_DEPENDENCIES),
+        "heal_after": int(_value(target, "ds_heal_after_seconds")),
+        "start_grace": int(_value(target, "ds_heal_start_grace_seconds")),
+        "max_restarts": int(_value(target, "ds_heal_max_restarts")),
+        "window": int(_value(target, "ds_heal_window_seconds")),
+        "drain_seconds": int(_value(target, "ds_heal_drain_seconds")),
+        "stop_grace": int(_value(target, "ds_stop_grace_seconds")),
+        "state_file": HEAL_STATE,
+        "lock_file": "/run/ooha-ds-heal.lock",
+    }
+
+
+def render_heal_script(target: Any) -> str:
+    """templates/documentserver/ooha-ds-heal.py.j2 rendered for ``target``."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined, **JINJA)
+    config = heal_config(target)
+    return env.get_template("documentserver/ooha-ds-heal.py.j2").render(
+        config_json=json.dumps(config, sort_keys=True), interval=int(_value(target, "ds_heal_interval_seconds")),
+        heal_after=config["heal_after"], start_grace=config["start_grace"], max_restarts=config["max_restarts"],
+        window=config["window"])
+
+
+def heal_gave_up(heal: dict[str, Any] | None) -> str | None:
+    """Why the container must stay stopped (self-healing gave up on it), or None."""
+    state = (heal or {}).get("state") or {}
+    if not state.get("gave_up_at"):
+        return None
+    when = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(float(state["gave_up_at"])))
+    return f"self-healing gave up after {int(state.get('gave_up_restarts') or 0)} restarts at {when}"
+
+
+def heal_fix(name: str) -> str:
+    return (f"investigate (`docker logs {CONTAINER}`, `journalctl -u {HEAL_SERVICE}` on {name}), then "
+            f"`systemctl start {HEAL_RESET_SERVICE.removesuffix('.service')}` on {name} or rerun the main job with "
+            "--data ds_heal_reset=true")
+
+
+@operation()
+def heal_reset(reset: bool):
+    """With ``reset``: forget the self-healing state (restarts, give-up) when there is one; starts a stopped container."""
+    heal = host.get_fact(DsHealState)
+    state = (heal or {}).get("state") or {}
+    if not reset or heal is None or not (state.get("gave_up_at") or state.get("restarts")):
+        host.noop("self-healing state: nothing to reset")
+        return
+    yield StringCommand(HEAL_SCRIPT, "reset")
+
+
+def self_healing() -> None:
+    """The self-healing script, its timer and the reset unit; the timer on or off (ds_heal_enabled)."""
+    enabled = bool(_value(host, "ds_heal_enabled"))
+    files.put(name="Self-healing script", src=StringIO(render_heal_script(host)), dest=HEAL_SCRIPT,
+              user="root", group="root", mode="755")
+    interval = int(_value(host, "ds_heal_interval_seconds"))
+    timeout = int(_value(host, "ds_heal_drain_seconds")) + int(_value(host, "ds_stop_grace_seconds")) + 120
+    units = [
+        files.template(name="Self-healing service unit", src=str(TEMPLATES / "documentserver/ooha-ds-heal.service.j2"),
+                       dest=f"/etc/systemd/system/{HEAL_SERVICE}", mode="644", jinja_env_kwargs=dict(JINJA),
+                       script=HEAL_SCRIPT, timeout=timeout),
+        files.template(name="Self-healing timer unit", src=str(TEMPLATES / "documentserver/ooha-ds-heal.timer.j2"),
+                       dest=f"/etc/systemd/system/{HEAL_TIMER}", mode="644", jinja_env_kwargs=dict(JINJA), interval=interval),
+        files.template(name="Self-healing reset unit", src=str(TEMPLATES / "documentserver/ooha-ds-heal-reset.service.j2"),
+                       dest=f"/etc/systemd/system/{HEAL_RESET_SERVICE}", mode="644", jinja_env_kwargs=dict(JINJA),
+                       script=HEAL_SCRIPT),
+    ]
+    systemd.daemon_reload(name="Reload systemd (self-healing units changed)", _if=any_changed(*units))
+    systemd.service(name=f"Self-healing timer {'on' if enabled else 'off'}", service=HEAL_TIMER, running=enabled,
+                    enabled=enabled)
 
 
 _WARNED: list[bool] = [False]
@@ -361,6 +490,10 @@ def documentserver() -> None:
         logger.warning(warning)
     env = container_env(host)
     config_text = local_config(host)
+    # A rebuilt (blank) host gets its Data volume and configs back BEFORE the container exists.
+    from ooha.layers.filebackup import restore_if_blank
+
+    restore_if_blank(container=CONTAINER)
     files.directory(name="Document Server config directory (root only)", path=CONFIG_DIR, user="root", group="root", mode="700")
     private_put(name="Document Server env-file (secrets, 0600)", src=StringIO(env_file_text(env)), dest=ENV_FILE,
                 user="root", group="root", mode="600")
@@ -371,11 +504,14 @@ def documentserver() -> None:
                     dest=LOCAL_CONFIG, user="root", group="root", mode="644")
     else:
         files.file(name="No Sentinel config (community edition)", path=LOCAL_CONFIG, present=False)
+    heal_reset(name="Self-healing state reset (--data ds_heal_reset=true)", reset=bool(_value(host, "ds_heal_reset")))
     container(name=f"Document Server container ({image_ref(host)})", spec=container_spec(host, env, config_text),
               drain=drain_script(int(_value(host, "ds_drain_seconds"))),
-              stop_grace=int(_value(host, "ds_stop_grace_seconds")))
+              stop_grace=int(_value(host, "ds_stop_grace_seconds")),
+              keep_stopped=lambda: heal_gave_up(host.get_fact(DsHealState)))
     example(name=f"Test example {'on' if _value(host, 'ds_example_enabled') else 'off'}", container_name=CONTAINER,
             enabled=bool(_value(host, "ds_example_enabled")), deadline=int(_value(host, "ds_start_deadline")))
+    self_healing()
 
 
 # --- validation -----------------------------------------------------------------------------
@@ -444,6 +580,10 @@ def example_text(status: int, cause: str, line: str) -> str:
 def check_documentserver_once(target: Any) -> CheckResult:
     """Container running with the wanted image, /healthcheck true, version from /command, example state."""
     wanted = image_ref(target)
+    heal = target.get_fact(DsHealState)
+    gave_up = heal_gave_up(heal)
+    if gave_up:
+        return CheckResult(False, gave_up, heal_fix(target.name), final=True)
     current = target.get_fact(DsContainer, container=CONTAINER, env_keys=())
     if current is None:
         return CheckResult(False, f"container {CONTAINER} does not exist", "rerun the deploy (--data layers=documentserver)", final=True)
@@ -488,8 +628,28 @@ def check_documentserver_once(target: Any) -> CheckResult:
         example_part = example_text(page["status"], cause, line)
     edition = "" if _value(target, "ds_edition") != "community" or len(inventory.get_group("docs")) < 2 else \
         " (community: editing state not shared across nodes, each document stays on one node)"
+    heal_part = heal_text(target, heal)
+    if heal_part.startswith("FAIL "):
+        return CheckResult(False, heal_part[5:], "rerun the deploy (it installs and starts ooha-ds-heal.timer)")
     return CheckResult(True, f"{wanted.rsplit('/', 1)[-1]} running, healthcheck true, version {version}{edition}, "
-                             f"db {node_database(target.name)}, vhost {node_vhost(target.name)}; {example_part}")
+                             f"db {node_database(target.name)}, vhost {node_vhost(target.name)}; {example_part}; {heal_part}")
+
+
+def heal_text(target: Any, heal: dict[str, Any] | None) -> str:
+    """The report's self-healing part ("FAIL ..." when the timer should run and does not)."""
+    enabled = bool(_value(target, "ds_heal_enabled"))
+    if heal is None:
+        return "FAIL self-healing not installed" if enabled else "self-healing off"
+    if not enabled:
+        return "self-healing off"
+    if not (heal["timer_enabled"] and heal["timer_active"]):
+        return f"FAIL self-healing timer {HEAL_TIMER} not enabled and active"
+    state = heal.get("state") or {}
+    window = int(_value(target, "ds_heal_window_seconds"))
+    now = time.time()
+    recent = [t for t in state.get("restarts") or [] if now - float(t) < window]
+    return (f"self-healing on: {len(recent)} restart(s) in the last {window // 60} min "
+            f"({int(state.get('total_restarts') or 0)} since reset, gives up after {int(_value(target, 'ds_heal_max_restarts'))})")
 
 
 def check_documentserver(target: Any) -> CheckResult:

@@ -20,6 +20,16 @@ host that was off catches up).  Keys and password are root-only files under
 ``/etc/ooha-filebackup/``; the S3 CA is passed with ``--cacert``.  The first deploy takes
 a first snapshot so the report is meaningful at once.
 
+A blank Document Server host (rebuilt: no ``onlyoffice-documentserver`` container and an
+absent or empty Data volume) gets its files back AUTOMATICALLY from its newest snapshot that
+holds the Data volume, before the container is created: the documentserver layer calls
+``restore_if_blank()`` first (restic, keys and script installed by ``install()``, the same
+steps as this layer's).  Explicit and safe (``blank_decision``): a host whose volume holds
+any file, or whose container exists, is never restored over; a blank host whose repository
+cannot be read is refused ("host: field: reason; fix"), never started empty; no snapshot
+(a new node) starts fresh, and this layer, which runs after documentserver, takes the first
+snapshot once the container made its Data.  ``filebackup_restore_blank: false`` turns it off.
+
 On demand: ``systemctl start ooha-filebackup.service`` on the host (waits until done,
 non-zero on failure), or ``run_backup_now()`` from a deploy.  Restore:
 ``pyinfra -y INVENTORY deploys/restore_files.py --data restore_host=ds1`` (see there).
@@ -35,8 +45,9 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
-from pyinfra import host
-from pyinfra.api import deploy, operation
+from pyinfra import host, logger, state
+from pyinfra.api import QuoteString, StringCommand, deploy, operation
+from pyinfra.api.state import StateStage
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
@@ -46,7 +57,7 @@ from ooha.report import CheckResult
 from ooha.settings import Settings
 from ooha.settings import secret as _secret
 from ooha.templating import JINJA, TEMPLATES
-from ooha.facts.filebackup import SCRIPT, FileBackupStatus
+from ooha.facts.filebackup import SCRIPT, BlankProbe, FileBackupStatus
 
 CONF_DIR = "/etc/ooha-filebackup"
 CACHE_DIR = "/var/cache/ooha-filebackup"
@@ -89,6 +100,10 @@ FILEBACKUP_DEFAULTS: dict[str, Any] = {
     "filebackup_initial_backup": True,
     # The report fails when the newest snapshot is older than this (seconds).
     "filebackup_max_age": 26 * 3600,
+    # A blank Document Server host (no container, Data volume absent or empty) gets its newest
+    # snapshot restored before its container is created (restore_if_blank, run by the
+    # documentserver layer).  false: a blank host starts with an empty Data volume.
+    "filebackup_restore_blank": True,
 }
 
 
@@ -150,6 +165,8 @@ def input_problems(target: Any) -> list[str]:
         value = setting(target, key)
         if not isinstance(value, str) or not value.strip() or "\n" in value:
             problems.append(f"{name}: {key}: must be a one-line systemd time specification; fix: e.g. {FILEBACKUP_DEFAULTS[key]!r}")
+    if not isinstance(setting(target, "filebackup_restore_blank"), bool):
+        problems.append(f"{name}: filebackup_restore_blank: must be true or false; fix: --data filebackup_restore_blank=true|false")
     for key in ("filebackup_volumes", "filebackup_paths"):
         if not isinstance(setting(target, key), dict):
             problems.append(f"{name}: {key}: must map group names to lists; fix: e.g. {FILEBACKUP_DEFAULTS[key]!r}")
@@ -196,6 +213,137 @@ def script_vars(target: Any) -> dict[str, Any]:
         "keep_weekly": int(setting(target, "filebackup_keep_weekly")),
         "timer": TIMER,
     }
+
+
+# --- blank host: restore before the container starts ---------------------------------------
+
+
+def volume_path_suffix(volume: str) -> str:
+    """How a Docker volume's mountpoint ends in a snapshot's paths (``.../volumes/<name>/_data``)."""
+    return f"/volumes/{volume}/_data"
+
+
+def choose_snapshot(snapshots: list[dict[str, Any]], volumes: list[str]) -> dict[str, Any] | None:
+    """The newest snapshot that holds every volume of ``volumes`` (None: no such snapshot).
+
+    A snapshot taken while a volume was missing (the script skips it) must never be the one
+    a rebuilt host gets: it would come back without its license and keys.
+    """
+    for snapshot in sorted(snapshots, key=lambda s: s["time"], reverse=True):
+        paths = snapshot.get("paths") or []
+        if all(any(p.rstrip("/").endswith(volume_path_suffix(v)) for p in paths) for v in volumes):
+            return snapshot
+    return None
+
+
+def volume_has_files(probe: dict[str, Any], volumes: list[str]) -> bool:
+    """True when any volume of the backup set exists and holds at least one entry."""
+    return any((probe.get("volumes") or {}).get(v) for v in volumes)
+
+
+def blank_decision(name: str, probe: dict[str, Any], status: dict[str, Any] | None, volumes: list[str],
+                   container: str) -> tuple[str, str | None, str]:
+    """``(action, snapshot id, message)``: ``restore``, ``none`` or ``refuse`` (message = "host: field: reason; fix: ...").
+
+    Blank = the Docker engine answers, the container does not exist AND every volume of the
+    backup set is absent or empty.  Only a blank host is ever restored; a host with files is
+    left alone whatever the repository holds; a host whose state cannot be told is refused.
+    """
+    if not volumes:
+        return "none", None, "no Docker volume in this host's backup set: nothing to restore"
+    if not probe.get("docker"):
+        return ("refuse", None, f"{name}: docker: the Docker engine does not answer, so whether this host is blank "
+                "cannot be told; fix: start docker (rerun with --data layers=docker) and rerun the main job")
+    listed = ", ".join(volumes)
+    if volume_has_files(probe, volumes):
+        return "none", None, f"not blank: volume {listed} holds files; nothing restored"
+    present = probe.get("container")
+    if status is None:
+        return ("refuse", None, f"{name}: filebackup: {SCRIPT} is missing, so the repository cannot be read; "
+                "fix: rerun the main job (it installs it before the container)")
+    usable = choose_snapshot(status.get("snapshot_list") or [], volumes) if status.get("repository") == "ok" else None
+    if present is not None:
+        if usable is not None:
+            return ("refuse", None, f"{name}: onlyoffice-data: container {container} exists ({present}) but volume {listed} is "
+                    f"empty while snapshot {usable['short_id']} holds it (ambiguous: a failed rebuild?); fix: investigate, then "
+                    f"either `docker rm -f {container}` on {name} and rerun the main job (restores {usable['short_id']}), or "
+                    f"restore by hand: deploys/restore_files.py --data restore_host={name}")
+        return "none", None, f"container {container} exists ({present}): not blank; nothing restored"
+    if status.get("repository") == "error":
+        return ("refuse", None, f"{name}: filebackup: host is blank (no container, volume {listed} empty or absent) but its "
+                f"repository cannot be read ({status.get('error') or 'error'}); fix: make S3 reachable and rerun the main job, "
+                "or set filebackup_restore_blank=false to start it WITHOUT its files (license, keys)")
+    if usable is None:
+        count = status.get("snapshots") or 0
+        detail = "no snapshot" if not count else f"{count} snapshot(s), none holding volume {listed}"
+        return "none", None, f"blank, {detail}: a new node, nothing to restore"
+    return ("restore", usable["id"], f"blank (no container, volume {listed} empty or absent): restoring snapshot "
+            f"{usable['short_id']}")
+
+
+@operation()
+def restore_blank(container: str, volumes: list[str]):
+    """Restore this host's newest usable snapshot when, and only when, the host is blank (execute time).
+
+    Facts are read at execute time only: at plan time restic may not be installed yet on a
+    rebuilt host.  A refusal raises OperationError (the run stops, FAIL_PERCENT = 0).
+    """
+    if state.current_stage != StateStage.Execute:
+        return
+    probe = host.get_fact(BlankProbe, container=container, volumes=tuple(volumes))
+    status = None if volume_has_files(probe, volumes) or not probe.get("docker") else host.get_fact(FileBackupStatus)
+    action, snapshot, message = blank_decision(host.name, probe, status, volumes, container)
+    if action == "refuse":
+        from pyinfra.api.exceptions import OperationError
+
+        raise OperationError(message)
+    if action == "none":
+        host.noop(message)
+        return
+    logger.info(f"{host.print_prefix}{message}")
+    check = " && ".join(
+        f"mp=$(docker volume inspect -f '{{{{.Mountpoint}}}}' {shlex.quote(v)}) && "
+        f"[ -n \"$(find \"$mp\" -mindepth 1 | head -n 1)\" ]" for v in volumes)
+    yield StringCommand(SCRIPT, "restore", QuoteString(str(snapshot)), ">&2")
+    yield StringCommand("sh", "-c", QuoteString(f"{check} || {{ echo 'restore left volume {' '.join(volumes)} empty' >&2; exit 1; }}"))
+
+
+def install() -> None:
+    """restic, its repository keys and the script: shared by restore_if_blank and the layer."""
+    apt.packages(name="Install restic", packages=list(host.data.filebackup_packages), no_recommends=True)
+    files.directory(name="File backup configuration directory", path=CONF_DIR, user="root", group="root", mode="700")
+    files.directory(name="restic cache directory", path=CACHE_DIR, user="root", group="root", mode="700")
+    private_put(name="File backup repository and keys (root only)", src=StringIO(env_file(host)),
+                dest=f"{CONF_DIR}/env", user="root", group="root", mode="600")
+    private_put(name="restic repository password (root only)", src=StringIO(_secret(host, "restic_password")),
+                dest=f"{CONF_DIR}/password", user="root", group="root", mode="600")
+    if host.data.get("filebackup_s3_ca_cert"):
+        files.put(name="S3 endpoint CA", src=str(Path(str(host.data.filebackup_s3_ca_cert)).expanduser()),
+                  dest=CA_FILE, user="root", group="root", mode="644")
+    files.template(name="File backup script", src=str(TEMPLATES / "filebackup/ooha-filebackup.sh.j2"), dest=SCRIPT,
+                   user="root", group="root", mode="755", jinja_env_kwargs=dict(JINJA), **script_vars(host))
+
+
+@deploy("Restore a blank host's files", data_defaults=FILEBACKUP_DEFAULTS)
+def restore_if_blank(container: str) -> None:
+    """Before a Document Server container is created: restore the host's files if it is blank.
+
+    Called by the documentserver layer first thing (so ``--data layers=documentserver`` on a
+    rebuilt host restores too).  Installs restic and the script (this layer's own steps, noops
+    when present), then ``restore_blank`` decides at execute time (``blank_decision``).
+    """
+    if not host.data.get("filebackup_restore_blank"):
+        return
+    problems = input_problems(host)
+    if problems:
+        raise DeployError("File backup layer inputs (needed to restore a blank host; "
+                          "filebackup_restore_blank=false turns that off):\n" + "\n".join(problems))
+    volumes, _ = backup_set(host)
+    if not volumes:
+        return
+    install()
+    restore_blank(name="Restore the Data volume from the file backup if this host is blank", container=container,
+                  volumes=volumes)
 
 
 # --- operations -----------------------------------------------------------------------------
@@ -270,18 +418,7 @@ def filebackup() -> None:
     problems = input_problems(host)
     if problems:
         raise DeployError("File backup layer inputs:\n" + "\n".join(problems))
-    apt.packages(name="Install restic", packages=list(host.data.filebackup_packages), no_recommends=True)
-    files.directory(name="File backup configuration directory", path=CONF_DIR, user="root", group="root", mode="700")
-    files.directory(name="restic cache directory", path=CACHE_DIR, user="root", group="root", mode="700")
-    private_put(name="File backup repository and keys (root only)", src=StringIO(env_file(host)),
-                dest=f"{CONF_DIR}/env", user="root", group="root", mode="600")
-    private_put(name="restic repository password (root only)", src=StringIO(_secret(host, "restic_password")),
-                dest=f"{CONF_DIR}/password", user="root", group="root", mode="600")
-    if host.data.get("filebackup_s3_ca_cert"):
-        files.put(name="S3 endpoint CA", src=str(Path(str(host.data.filebackup_s3_ca_cert)).expanduser()),
-                  dest=CA_FILE, user="root", group="root", mode="644")
-    files.template(name="File backup script", src=str(TEMPLATES / "filebackup/ooha-filebackup.sh.j2"), dest=SCRIPT,
-                   user="root", group="root", mode="755", jinja_env_kwargs=dict(JINJA), **script_vars(host))
+    install()
     volumes, paths = backup_set(host)
     units = [
         files.template(name="File backup service unit", src=str(TEMPLATES / "filebackup/ooha-filebackup.service.j2"),

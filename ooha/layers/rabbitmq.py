@@ -4,9 +4,13 @@ Debian's ``rabbitmq-server`` 3.10 under systemd.  Everything that decides a node
 identity is in place before the package first starts it: the Erlang cookie (mode 0400),
 the node name ``rabbit@<inventory name>``, peers resolvable by name (``/etc/hosts`` and
 an Erlang inetrc), ``cluster_partition_handling = pause_minority``.  The first host of
-the ``rabbitmq`` group is the seed; every other node joins it once, by an operation that
-reads the node's cluster status when it executes (a node already clustered is left
-alone, a node clustered elsewhere is refused, never reset).  The vhost ``onlyoffice`` and
+the ``rabbitmq`` group is the seed of a brand-new cluster; every other node joins once, by
+an operation that reads the node's cluster status when it executes (``join_plan``: a node
+already clustered is left alone, a node clustered elsewhere is refused, never reset).  A
+node rebuilt blank (the surviving nodes still list ``rabbit@<host>``), the seed included,
+joins a running survivor after that survivor forgot its old identity
+(``rabbitmqctl -n <survivor> forget_cluster_node``, with the blank node's app stopped);
+refused with host, reason and fix when no survivor runs or the standalone node holds vhosts.  The vhost ``onlyoffice`` and
 one vhost per DS node (``onlyoffice_<node>``, ooha/contract.py), user ``onlyoffice``
 (password from stdin, never on a command line) with permissions on those vhosts only, and
 the removal of ``guest`` are cluster-wide and run on the seed.
@@ -38,7 +42,7 @@ import re
 from io import StringIO
 from typing import Any
 
-from pyinfra import host, inventory
+from pyinfra import host, inventory, state
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
 from pyinfra.api.exceptions import DeployError, OperationError
 from pyinfra.operations import apt, files, server, systemd
@@ -56,6 +60,7 @@ from ooha.facts.rabbitmq import (
     RabbitmqErlangCookieDigest,
     RabbitmqNodeInitialised,
     RabbitmqPasswordMatches,
+    RabbitmqPeerClusterStatus,
     RabbitmqPermissions,
     RabbitmqPolicies,
     RabbitmqUsers,
@@ -172,31 +177,99 @@ def _refuse_cookie_change(wanted_cookie: str) -> None:
 # --- operations that read the cluster when they execute ---------------------------------
 
 
-@operation()
-def cluster_joined(seed: str):
-    """This node is a member of ``seed``'s cluster; joins it once if standalone.
+def join_plan(me: str, seed: str, peers: list[str], local: dict[str, Any] | None, local_vhosts: list[str],
+              peer_status: dict[str, dict[str, Any] | None] | None) -> dict[str, Any]:
+    """What ``cluster_joined`` does on node ``me``: ``{"action": "noop"|"join"|"refuse", ...}``.
 
-    Reads ``cluster_status`` at execute time.  A node already in a cluster with other
-    members that does not include the seed is refused: resetting it would throw away
-    the state of a live cluster.
+    ``peers``: the other rabbitmq nodes of the inventory; ``local``: this node's cluster
+    status; ``peer_status``: each peer's own status (asked only when this node is
+    standalone: None means "not asked yet").
+
+    * clustered with an inventory peer: noop (a normal rerun asks nothing else);
+    * clustered with other nodes only: refused (resetting it would throw away a live cluster);
+    * standalone (a new node, or one rebuilt blank): it joins a RUNNING surviving node, the
+      one that still lists it first (inventory order), else one in a cluster, else the seed
+      (a brand-new cluster; the seed itself stays).  When a surviving node still lists this
+      node (its old identity, rebuilt blank) it is forgotten first through that node
+      (``forget``), which is safe only because this node is standalone, holds nothing and
+      its app is stopped before.  Refused when this standalone node holds vhosts (data) or
+      when no surviving node is running.
+    """
+    if local is None:
+        return {"action": "refuse", "message": f"{me} does not answer rabbitmqctl; fix: see `journalctl -u {SERVICE}`"}
+    members = list(local.get("members") or [])
+    if len(members) > 1:
+        if any(peer in members for peer in peers):
+            return {"action": "noop", "message": f"{me} is clustered ({len(members)} members)"}
+        return {"action": "refuse", "message": (
+            f"{me} is clustered with {', '.join(members)}, none of them in the inventory; fix: join it by hand "
+            f"(`rabbitmqctl stop_app; rabbitmqctl reset; rabbitmqctl join_cluster {seed}; rabbitmqctl start_app`) "
+            "once you know its queues can go")}
+    if not peers:
+        return {"action": "noop", "message": f"{me} is the only node of the group"}
+    if peer_status is None:
+        return {"action": "ask"}
+    running = [n for n in peers if (peer_status.get(n) or {}) and n in peer_status[n]["running_nodes"]]
+    listing_me = [n for n in running if me in peer_status[n]["members"]]
+    clustered = [n for n in running if len(peer_status[n]["members"]) > 1]
+    if any(me in (peer_status[n]["running_nodes"] or []) for n in running):
+        return {"action": "refuse", "message": (
+            f"{me} is standalone here but {', '.join(n for n in running if me in peer_status[n]['running_nodes'])} "
+            f"still sees it running in the cluster; fix: check for a second host named like this one")}
+    if listing_me or clustered:
+        extra = sorted(set(local_vhosts) - {"/"})
+        if extra:
+            return {"action": "refuse", "message": (
+                f"{me} is standalone but holds vhosts {', '.join(extra)}; joining the cluster would reset it; "
+                "fix: export what it holds, then `rabbitmqctl stop_app; rabbitmqctl reset` on it and rerun")}
+        target = (listing_me or clustered)[0]
+        return {"action": "join", "target": target, "forget": bool(listing_me),
+                "message": f"join {target}" + (f" after it forgets the old {me}" if listing_me else "")}
+    listed_down = [n for n in peers if n not in running and me in ((peer_status.get(n) or {}).get("members") or [])]
+    if me == seed:
+        if any(peer_status.get(n) for n in peers) and not listed_down:
+            return {"action": "noop", "message": f"{me} is the seed of a new cluster"}
+    elif seed in running:
+        return {"action": "join", "target": seed, "forget": False, "message": f"join the seed {seed}"}
+    asked = ", ".join(f"{n}: {'running' if n in running else 'no answer' if not peer_status.get(n) else 'app stopped'}"
+                      for n in peers)
+    return {"action": "refuse", "message": (
+        f"{me} is standalone (blank) and no surviving node of the cluster is running ({asked}); "
+        f"fix: start rabbitmq-server on a surviving node (`systemctl start {SERVICE}`) and rerun")}
+
+
+@operation()
+def cluster_joined(seed: str, peers: list[str]):
+    """This node is a member of the cluster; a standalone node (new, or rebuilt blank) joins it.
+
+    Reads the cluster status at execute time and decides with ``join_plan``: a clustered
+    node is left alone (a normal rerun asks only its own status); a standalone node joins a
+    running surviving node, after that node forgot this node's old identity when it still
+    lists it; refused (host, reason, fix) otherwise.
     """
     me = node_name(host.name)
-    status = host.get_fact(RabbitmqClusterStatus)
-    if status is None:
-        raise OperationError(f"{host.name}: {me} does not answer rabbitmqctl; see `journalctl -u {SERVICE}`")
-    if seed == me or seed in status["members"]:
-        host.noop(f"{me} is in the cluster of {seed} ({len(status['members'])} members)")
+    local = host.get_fact(RabbitmqClusterStatus)
+    if local is None and not state.is_executing:
+        # Planning a host that has no RabbitMQ yet (installed by an earlier operation of this
+        # run): what to do is decided when the operation executes.
+        yield "rabbitmqctl cluster_status  # decided at execute time"
         return
-    if len(status["members"]) > 1:
-        raise OperationError(
-            f"{host.name}: {me} is clustered with {', '.join(status['members'])}, not with {seed}; "
-            "fix: join it by hand (`rabbitmqctl stop_app; rabbitmqctl reset; rabbitmqctl join_cluster "
-            f"{seed}; rabbitmqctl start_app`) once you know its queues can go"
-        )
-    # A standalone node holds nothing yet (vhost and user are made after clustering).
+    plan = join_plan(me, seed, peers, local, [], None)
+    if plan["action"] == "ask":
+        plan = join_plan(me, seed, peers, local, host.get_fact(RabbitmqVhosts),
+                         host.get_fact(RabbitmqPeerClusterStatus, nodes=peers))
+    if plan["action"] == "refuse":
+        raise OperationError(f"{host.name}: rabbitmq: {plan['message']}")
+    if plan["action"] == "noop":
+        host.noop(plan["message"])
+        return
+    target = plan["target"]
     yield "rabbitmqctl stop_app"
+    if plan["forget"]:
+        # Through the surviving node: the old identity goes (queues mirrored there are promoted).
+        yield StringCommand("rabbitmqctl", "-n", QuoteString(target), "forget_cluster_node", QuoteString(me))
     yield "rabbitmqctl reset"
-    yield StringCommand("rabbitmqctl", "join_cluster", QuoteString(seed))
+    yield StringCommand("rabbitmqctl", "join_cluster", QuoteString(target))
     yield "rabbitmqctl start_app"
 
 
@@ -411,5 +484,5 @@ def rabbitmq() -> None:
     changed = _node_files(data, peers)
     _service(data, changed)
     cluster_joined(name=f"RabbitMQ node joined the cluster of {node_name(seed_host())}",
-                   seed=node_name(seed_host()), _serial=True)
+                   seed=node_name(seed_host()), peers=[node_name(n) for n in peers if n != host.name], _serial=True)
     _cluster_objects(data)

@@ -19,6 +19,14 @@ this layer never templates a file that they own:
   say, else what the local Redis replicates from, else (a brand-new group) the first host
   of ``inventory.get_group("redis")``.  A host added later therefore joins as a replica
   of the current primary without disturbing it.
+* A host rebuilt blank (same name, or a new address after the inventory is edited) is a
+  first bootstrap: blank means no marker, no replicaof/CONFIG REWRITE in redis.conf and no
+  RDB/AOF file (``is_blank``); it follows the primary named by a majority of the other
+  Sentinels and is refused while they still name it (``bootstrap_primary``).  Then every
+  Sentinel that remembers the old identity (a Sentinel id or replica address that is no
+  longer real: ``stale_entries``) gets ``SENTINEL RESET``, one at a time, each waiting to
+  re-discover the live replicas and Sentinels before the next (``sentinels_forget_stale``).
+  Nothing stale, nothing done: a normal rerun changes nothing.
 
 Split brain: ``min-replicas-to-write 1`` with ``min-replicas-max-lag 5`` makes a primary
 that lost every replica (an AZ cut) refuse writes after 5 s, while the majority side's
@@ -58,15 +66,17 @@ refuse writes anyway (min-replicas-to-write 1), so routing to them only yields N
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from collections import Counter
 from io import StringIO
 from typing import Any
 
-from pyinfra import host, inventory
-from pyinfra.api import QuoteString, StringCommand, deploy, operation
-from pyinfra.api.exceptions import DeployError
-from pyinfra.facts.files import File, FindInFile
+from pyinfra import host, inventory, state
+from pyinfra.api import FunctionCommand, QuoteString, StringCommand, deploy, operation
+from pyinfra.api.exceptions import DeployError, OperationError
+from pyinfra.facts.files import FindInFile
 from pyinfra.operations import apt, files, systemd
 
 from ooha.ops.private_files import private_put, private_template
@@ -76,13 +86,17 @@ from ooha.settings import Settings, required_secret
 from ooha.templating import JINJA, TEMPLATES
 from ooha.facts.redis import (
     CLI,
+    RedisBootstrapEvidence,
     RedisConfigValues,
     RedisReplicationByAddress,
     SentinelMasterSettings,
     SentinelPrimaryByAddress,
     SentinelQuorum,
+    SentinelTopology,
     parse_replicas,
 )
+
+logger = logging.getLogger(__name__)
 
 GROUP = "redis"
 REDIS_PORT = CONTRACT_DEFAULTS["redis_port"]
@@ -96,6 +110,9 @@ BOOTSTRAP_MARKER = "/var/lib/redis/onlyoffice-ha.bootstrapped"
 """In Redis's data directory: a wiped data directory is bootstrapped again (as a replica
 of whatever the Sentinels call primary then)."""
 CLI_TIMEOUT_SECONDS = 5
+RESET_REDISCOVERY_SECONDS = 60.0
+"""Bound on one Sentinel re-discovering the replicas and the other Sentinels after SENTINEL RESET
+(hello messages every 2 s, the primary's INFO every 10 s)."""
 SAFE_SECRET = re.compile(r"^[A-Za-z0-9_\-+/=.~]{16,}$")
 """Secrets go inside double quotes in Redis config files: no quotes, backslashes, spaces."""
 
@@ -214,21 +231,173 @@ def choose_primary(sentinel_views: dict[str, str | None], local_master: str | No
     return local_master or first
 
 
+# --- rebuilds: a blank host, and Sentinels that remember its old identity -----------------
+
+
+def is_blank(evidence: list[str]) -> bool:
+    """A host is blank for Redis when nothing shows a bootstrap or data (RedisBootstrapEvidence):
+    no marker, no replicaof or CONFIG REWRITE in redis.conf, no RDB/AOF file.  Anything else
+    is never bootstrapped again (Redis and Sentinel own its replication from then on)."""
+    return not evidence
+
+
+def bootstrap_primary(self_address: str, first: str, sentinel_views: dict[str, str | None],
+                      peer_infos: dict[str, dict[str, str] | None]) -> tuple[str | None, str | None]:
+    """The primary a BLANK host must replicate from: ``(address, None)`` or ``(None, why + fix)``.
+
+    * Some of the other hosts' Sentinels name a primary: the name given by a strict majority
+      of them wins (they follow failovers).  No majority: refused (a failover is in progress
+      or the Sentinels are split).  The majority names this blank host itself: refused, the
+      Sentinels have not failed over yet and an empty primary would be copied onto every
+      replica.
+    * No Sentinel names one (a brand-new group): the first host of the inventory group, unless
+      the other hosts' Redis already replicate from another primary (the Sentinels were lost,
+      not never there): refused.
+    Never the inventory order while Sentinels know a primary.
+    """
+    named = [v for v in sentinel_views.values() if v]
+    if named:
+        counts = Counter(named)
+        top, votes = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[0]
+        said = ", ".join(f"{a}: {v or 'none'}" for a, v in sorted(sentinel_views.items()))
+        if votes * 2 <= len(named):
+            return None, (f"the other hosts' Sentinels do not agree on the primary ({said}); "
+                          "fix: wait for the failover to finish (SENTINEL get-master-addr-by-name on each) and rerun")
+        if top == self_address:
+            return None, (f"this blank host is still the primary for {votes}/{len(named)} of the other Sentinels ({said}); "
+                          "bootstrapping it would make an empty primary; fix: wait for Sentinel to fail over "
+                          "(down-after-milliseconds), or `SENTINEL FAILOVER <master>` on a surviving Sentinel, then rerun")
+        return top, None
+    elsewhere = sorted(
+        {a for a, info in peer_infos.items() if info and info.get("role") == "master" and a != first}
+        | {str(info.get("master_host")) for info in peer_infos.values()
+           if info and info.get("role") == "slave" and info.get("master_host") not in (None, first)}
+    )
+    if elsewhere:
+        return None, (f"no Sentinel of the other hosts names a primary but their Redis replicate from "
+                      f"{', '.join(elsewhere)}, not from the first host {first}; fix: start redis-sentinel on the "
+                      "surviving hosts (`systemctl start redis-sentinel`) and rerun")
+    return first, None
+
+
+def _down(flags: str) -> bool:
+    return any(f in flags.split(",") for f in ("s_down", "o_down", "disconnected"))
+
+
+def stale_entries(topology: dict[str, dict[str, Any]], addresses: list[str]) -> dict[str, list[str]]:
+    """``{sentinel address: [entry, ...]}``: what each answering Sentinel remembers that is no longer real.
+
+    A remembered Sentinel is stale when its port is 0 (Sentinel's mark for an address now
+    announced by another run id), its address is not an inventory host any more, or the
+    Sentinel answering at its address now has another id (a rebuilt host).  A remembered
+    replica is stale when its address is not an inventory host any more, or it is down while
+    the Redis at its address answers with another run id.  A host that is merely stopped is
+    none of these (same address, nothing else answers there): no reset on a normal rerun.
+    """
+    inventory_addresses = set(addresses)
+    myids = {a: v.get("myid") for a, v in topology.items() if v.get("myid")}
+    run_ids = {a: v.get("redis_run_id") for a, v in topology.items() if v.get("redis_run_id")}
+    out: dict[str, list[str]] = {}
+    for address in addresses:
+        view = topology.get(address) or {}
+        if not view.get("myid"):
+            continue
+        stale = []
+        for entry in view.get("sentinels") or []:
+            ip, port, runid = entry.get("ip", ""), entry.get("port", ""), entry.get("runid", "")
+            if port == "0" or ip not in inventory_addresses or (ip in myids and myids[ip] != runid):
+                stale.append(f"sentinel {ip}:{port} id {runid[:8]}")
+        for entry in view.get("replicas") or []:
+            ip, port, runid = entry.get("ip", ""), entry.get("port", ""), entry.get("runid", "")
+            if ip not in inventory_addresses or (
+                    _down(entry.get("flags", "")) and ip in run_ids and runid and run_ids[ip] != runid):
+                stale.append(f"replica {ip}:{port}")
+        if stale:
+            out[address] = stale
+    return out
+
+
+def reset_plan(topology: dict[str, dict[str, Any]], addresses: list[str]) -> dict[str, Any] | None:
+    """What ``sentinels_forget_stale`` does: None when no Sentinel remembers a stale entry
+    (a normal rerun), else ``{"order", "primary", "replicas", "sentinels", "stale"}``.
+
+    Raises ValueError (why + fix) when it is not safe to reset now: the answering Sentinels
+    do not name one primary, that primary does not answer as a master, or a failover is in
+    progress.  ``order``: the Sentinels that remember a stale entry, reset one at a time.
+    ``replicas``: Redis answering as replicas of the primary; ``sentinels``: {address: id}
+    of every answering Sentinel; each reset Sentinel must list exactly these again.
+    """
+    stale = stale_entries(topology, addresses)
+    if not stale:
+        return None
+    live = {a: topology[a] for a in addresses if (topology.get(a) or {}).get("myid")}
+    named = sorted({v.get("primary") for v in live.values()}, key=str)
+    said = "; ".join(f"{a}: {', '.join(e)}" for a, e in stale.items())
+    if len(named) != 1 or named[0] is None:
+        raise ValueError(f"Sentinels remember old identities ({said}) but do not all name one primary "
+                         f"({', '.join(str(n) for n in named)}); fix: wait for the failover to settle and rerun")
+    primary = named[0]
+    if (topology.get(primary) or {}).get("redis_role") != "master":
+        raise ValueError(f"Sentinels remember old identities ({said}) but their primary {primary} does not answer "
+                         "as a master; fix: wait for the failover to settle and rerun")
+    if any("failover" in v.get("master_flags", "") for v in live.values()):
+        raise ValueError(f"Sentinels remember old identities ({said}) but a failover is in progress; "
+                         "fix: wait for it to finish and rerun")
+    replicas = sorted(a for a in addresses if a != primary
+                      and (topology.get(a) or {}).get("redis_role") == "slave"
+                      and (topology.get(a) or {}).get("redis_master_host") == primary)
+    return {
+        "order": [a for a in addresses if a in stale],
+        "primary": primary,
+        "replicas": replicas,
+        "sentinels": {a: v["myid"] for a, v in live.items()},
+        "stale": stale,
+    }
+
+
+def rediscovery_missing(view: dict[str, Any], address: str, plan: dict[str, Any], addresses: list[str]) -> list[str]:
+    """What the Sentinel at ``address`` still lacks (or still has too much) after its RESET; empty when done."""
+    problems = []
+    if view.get("primary") != plan["primary"]:
+        problems.append(f"names {view.get('primary')} not {plan['primary']}")
+    replicas = sorted(e.get("ip", "") for e in view.get("replicas") or [])
+    if replicas != plan["replicas"]:
+        problems.append(f"replicas {replicas} (want {plan['replicas']})")
+    wanted = sorted((a, i) for a, i in plan["sentinels"].items() if a != address)
+    known = sorted((e.get("ip", ""), e.get("runid", "")) for e in view.get("sentinels") or [])
+    if known != wanted:
+        problems.append(f"sentinels {[a for a, _ in known]} (want {[a for a, _ in wanted]})")
+    if stale_entries({address: view}, addresses):
+        problems.append("still remembers a stale entry")
+    return problems
+
+
 # --- operations that respect the files Redis and Sentinel own --------------------------
 
 
 @operation()
 def redis_first_bootstrap(master: str, self_address: str, peers: list[str], first: str):
-    """At a host's first bootstrap only: point it at the current primary and restart Redis.
+    """At a host's first bootstrap only (a new host, or one rebuilt blank): point it at the
+    current primary and restart Redis.
 
-    Later runs yield nothing (the marker exists): which node is primary is then
-    Sentinel's business, recorded by Redis itself in redis.conf.
+    Blank is explicit (``is_blank``): a host with the marker, a replicaof or CONFIG REWRITE
+    in redis.conf, or an RDB/AOF file is never bootstrapped again; which node is primary is
+    then Sentinel's business, recorded by Redis itself in redis.conf.  The primary comes from
+    ``bootstrap_primary``: the other Sentinels' majority answer, the first inventory host only
+    for a brand-new group; refused (host, reason, fix) when it is not safe.
     """
-    if host.get_fact(File, path=BOOTSTRAP_MARKER):
-        host.noop("Redis already bootstrapped: replication left to Sentinel")
+    evidence = host.get_fact(RedisBootstrapEvidence, marker=BOOTSTRAP_MARKER, conf=REDIS_CONF)
+    if not is_blank(evidence):
+        host.noop(f"Redis already bootstrapped ({', '.join(evidence)}): replication left to Sentinel")
         return
     views = host.get_fact(SentinelPrimaryByAddress, addresses=peers, master=master) if peers else {}
-    primary = choose_primary(views, None, first)
+    infos = host.get_fact(RedisReplicationByAddress, addresses=peers) if peers else {}
+    primary, refusal = bootstrap_primary(self_address, first, views, infos)
+    if primary is None:
+        if not state.is_executing:  # planning: decided again, from fresh facts, when it executes
+            yield "true  # primary chosen at execute time"
+            return
+        raise OperationError(f"{host.name}: redis: {refusal}")
     yield StringCommand("sed", "-i", "/^[[:space:]]*\\(replicaof\\|slaveof\\)[[:space:]]/d", REDIS_CONF)
     if primary != self_address:
         yield StringCommand("echo", QuoteString(f"replicaof {primary} {int(setting(host, 'redis_port'))}"), ">>", REDIS_CONF)
@@ -296,6 +465,62 @@ def sentinel_runtime_settings(master: str, wanted: dict[str, str]):
     for key, value in sorted(differ.items()):
         args += [key, value]
     yield StringCommand(*args)
+
+
+@operation()
+def sentinels_forget_stale(master: str, addresses: list[str]):
+    """Every Sentinel forgets the old identity of a rebuilt host (no ghost replica or Sentinel).
+
+    Reads every Sentinel's memory when it executes (``reset_plan``): nothing stale, nothing
+    done (a normal rerun).  Otherwise ``SENTINEL RESET master`` on each Sentinel that
+    remembers a stale entry, one at a time, and before the next one waits until the reset
+    Sentinel lists exactly the live replicas and the other live Sentinels again, so the
+    failover quorum is never lost for more than one Sentinel's rediscovery.  Run on every
+    redis host with ``_serial``: the first does the work, the others find nothing stale.
+    """
+    topology = host.get_fact(SentinelTopology, addresses=addresses, master=master)
+    try:
+        plan = reset_plan(topology, addresses)
+    except ValueError as exc:
+        if not state.is_executing:  # planning: decided again, from fresh facts, when it executes
+            yield "true  # Sentinel reset decided at execute time"
+            return
+        raise OperationError(f"{host.name}: redis: {exc}") from None
+    if plan is None:
+        host.noop("no Sentinel remembers a stale replica or Sentinel")
+        return
+    yield FunctionCommand(_rolling_sentinel_reset, (master, addresses, plan), {})
+
+
+def _rolling_sentinel_reset(state: Any, host: Any, master: str, addresses: list[str], plan: dict[str, Any]) -> bool:
+    """SENTINEL RESET on each Sentinel of ``plan["order"]``, waiting for each to re-discover."""
+    import gevent
+
+    sudo = bool(getattr(state.config, "SUDO", False))
+    for address in plan["order"]:
+        host.log_styled(f"SENTINEL RESET {master} on {address} (forgets: {', '.join(plan['stale'][address])})",
+                        log_func=logger.info)
+        ok, output = host.run_shell_command(
+            StringCommand(CLI, "sentinel", "-h", address, "SENTINEL", "RESET", master), _sudo=sudo)
+        if not ok:
+            host.log_styled(f"{host.name}: redis: SENTINEL RESET on {address} failed: {output.stdout}; "
+                            "fix: see /var/log/redis/redis-sentinel.log there and rerun", fg="red", log_func=logger.error)
+            return False
+        end = time.monotonic() + RESET_REDISCOVERY_SECONDS
+        while True:
+            gevent.sleep(1)
+            view = host.get_fact(SentinelTopology, addresses=[address], master=master).get(address) or {}
+            missing = rediscovery_missing(view, address, plan, addresses)
+            if not missing:
+                break
+            if time.monotonic() > end:
+                host.log_styled(
+                    f"{host.name}: redis: Sentinel {address} did not re-discover the group within "
+                    f"{RESET_REDISCOVERY_SECONDS:.0f} s after SENTINEL RESET ({'; '.join(missing)}); the other "
+                    "Sentinels were not reset; fix: check port 26379 between the hosts and rerun",
+                    fg="red", log_func=logger.error)
+                return False
+    return True
 
 
 # --- the layer -------------------------------------------------------------------------
@@ -391,6 +616,10 @@ def redis() -> None:
     )
     systemd.service(name="redis-sentinel running and enabled", service="redis-sentinel.service", running=True, enabled=True)
     sentinel_runtime_settings(name="Sentinel settings (SENTINEL SET when they differ)", master=master, wanted=sentinel_wanted)
+    sentinels_forget_stale(
+        name="Sentinels forget old identities of rebuilt hosts (SENTINEL RESET one at a time, only when stale)",
+        master=master, addresses=[address for _, address in group], _serial=True,
+    )
 
 
 # --- validation -------------------------------------------------------------------------

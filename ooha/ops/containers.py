@@ -21,7 +21,8 @@ policy, memory/CPU limits, hostname and the labels the deploy sets.  Then:
   anonymous volumes; named volumes keep Data, cache and logs), then ``docker run -d``
   with ``--env-file`` (the env with its secrets is never on a command line: the caller
   writes the file with ``private_put``, mode 0600);
-* same spec, container stopped: ``docker start``;
+* same spec, container stopped: ``docker start``, unless the caller's ``keep_stopped()``
+  (read at execute time) gives a reason to leave it stopped (a watchdog gave up on it);
 * otherwise nothing.
 
 Secrets: the spec carries only the env's digest and key names; the running container's
@@ -199,11 +200,14 @@ def run_drain(state: Any, host: Any, container_name: str, drain: str) -> bool:
 
 
 @operation()
-def container(spec: ContainerSpec, drain: str | None = None, stop_grace: int = 10):
+def container(spec: ContainerSpec, drain: str | None = None, stop_grace: int = 10,
+              keep_stopped: Any = None):
     """Create, recreate (only on a difference) or start the container of ``spec``; see the module docstring.
 
     ``drain``: shell run on the host before a RUNNING container is replaced (``$1`` is its
-    name); ``stop_grace``: seconds ``docker stop`` waits after SIGTERM before SIGKILL.
+    name); ``stop_grace``: seconds ``docker stop`` waits after SIGTERM before SIGKILL;
+    ``keep_stopped``: a callable returning a reason (str) to leave a stopped container with
+    the wanted spec stopped, or None to start it.
     """
     current = host.get_fact(DsContainer, container=spec.name, env_keys=spec.env_keys)
     reasons = spec_differences(current, spec)
@@ -223,6 +227,10 @@ def container(spec: ContainerSpec, drain: str | None = None, stop_grace: int = 1
                 yield StringCommand("docker", "rm", "-f", "-v", QuoteString(spec.name), ">/dev/null")
         yield StringCommand(spec.run_command(), ">/dev/null")
     elif not current["running"]:
-        yield StringCommand("docker", "start", QuoteString(spec.name), ">/dev/null")
+        reason = keep_stopped() if keep_stopped is not None else None
+        if reason:
+            host.noop(f"container {spec.name} stays stopped: {reason}")
+        else:
+            yield StringCommand("docker", "start", QuoteString(spec.name), ">/dev/null")
     else:
         host.noop(f"container {spec.name} runs as wanted ({spec.image})")

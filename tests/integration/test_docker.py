@@ -136,7 +136,9 @@ def test_bad_bip_stops_before_any_host_is_touched(docker_lab: dict[str, Any], py
     result = docker_run(pyinfra_cli, "--data", f"docker_bip={bip}")
     output = output_of(result)
     assert result.returncode != 0, output[-3000:]
-    assert "Docker layer inputs" in output and phrase in output and "fix: " in output, output[-3000:]
+    # Refused by the preflight (ooha/preflight.py), before pyinfra connects to any host.
+    assert "no host was contacted" in output and phrase in output and "fix: " in output, output[-3000:]
+    assert "Connecting to hosts" not in output, output[-3000:]
     assert any(f"{name}: docker_bip: " in output for name in DS_HOSTS), output[-3000:]
     assert "Beginning operation run" not in output and "Starting operation" not in output, output[-3000:]
     _, daemon_after = ssh(docker_lab, "ds1", "sudo sha256sum /etc/docker/daemon.json")

@@ -71,7 +71,7 @@ def test_point_in_time_restore_keeps_exactly_the_rows_written_before_the_target(
                                      "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
             # The next rows must commit strictly after the target: wait until the server's clock passed it.
             wait_for("the server clock to pass the target", lambda: ds1_sql(
-                writer, f"select clock_timestamp() > '{target}'::timestamptz + interval '200 milliseconds'") == "t", 10, 0.2)
+                writer, f"select clock_timestamp() > '{target}'::timestamptz + interval '200 milliseconds'") == "t", 10, interval=0.2)
             insert(writer, 101, 150)
             archive_through_now(lab)
             assert writer.present() == set(range(1, 151))
