@@ -684,6 +684,7 @@ JOB_LAYERS: dict[str, tuple[str, ...] | None] = {
     "backup.py": ("backup",),
     "restore.py": ("postgres", "backup"),
     "restore_files.py": ("filebackup",),
+    "rebuild_site.py": None,
 }
 """Operator commands (deploys/) and the layers whose inputs they read (None: ``--data layers=``)."""
 
@@ -726,7 +727,7 @@ def preflight_lines(inventory: Any, jobs: Sequence[str], now: Any = None) -> lis
     if any(p.field.startswith("group ") and p.problem == "missing or empty" for p in problems):
         # Layers that list a missing group's members fail on it: the group's line says it all.
         lines = [line for line in lines if "input rules failed" not in line]
-    if "restore.py" in jobs:
+    if "restore.py" in jobs or "rebuild_site.py" in jobs:
         from ooha.pgrestore import input_problems as restore_problems
 
         now = now or dt.datetime.now(dt.timezone.utc)

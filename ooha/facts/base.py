@@ -7,6 +7,7 @@ Each fact is named for what it reports.  Sysctl values come from pyinfra's own
 from __future__ import annotations
 
 import re
+import shlex
 from typing import Any
 
 from pyinfra.api import FactBase
@@ -129,3 +130,20 @@ class TimeZoneName(FactBase):
         target = output[0].strip() if output else ""
         prefix = "/usr/share/zoneinfo/"
         return target[len(prefix):] if target.startswith(prefix) else (target or None)
+
+
+class DataPresent(FactBase):
+    """Which of ``paths`` hold data on this host: an existing non-empty directory or file.
+
+    The whole-site rebuild refuses a site that is not blank: one path per service whose
+    loss the site rebuild assumes (etcd member dir, PostgreSQL data dir, RabbitMQ mnesia,
+    Redis's bootstrap marker, the Document Server Data volume).
+    """
+
+    def command(self, paths: list[str]) -> str:
+        quoted = " ".join(shlex.quote(p) for p in paths)
+        return (f"for p in {quoted}; do if [ -d \"$p\" ]; then [ -n \"$(ls -A \"$p\" 2>/dev/null)\" ] && echo \"$p\"; "
+                "elif [ -s \"$p\" ]; then echo \"$p\"; fi; done; true")
+
+    def process(self, output: list[str]) -> list[str]:
+        return [line.strip() for line in output if line.strip()]
