@@ -66,14 +66,13 @@ refuse writes anyway (min-replicas-to-write 1), so routing to them only yields N
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections import Counter
 from io import StringIO
 from typing import Any
 
-from pyinfra import host, inventory, state
+from pyinfra import host, inventory, logger, state
 from pyinfra.api import FunctionCommand, QuoteString, StringCommand, deploy, operation
 from pyinfra.api.exceptions import DeployError, OperationError
 from pyinfra.facts.files import FindInFile
@@ -95,8 +94,6 @@ from ooha.facts.redis import (
     SentinelTopology,
     parse_replicas,
 )
-
-logger = logging.getLogger(__name__)
 
 GROUP = "redis"
 REDIS_PORT = CONTRACT_DEFAULTS["redis_port"]
@@ -512,6 +509,8 @@ def _rolling_sentinel_reset(state: Any, host: Any, master: str, addresses: list[
             view = host.get_fact(SentinelTopology, addresses=[address], master=master).get(address) or {}
             missing = rediscovery_missing(view, address, plan, addresses)
             if not missing:
+                host.log_styled(f"Sentinel {address} re-discovered the group in "
+                                f"{RESET_REDISCOVERY_SECONDS - (end - time.monotonic()):.1f} s", log_func=logger.info)
                 break
             if time.monotonic() > end:
                 host.log_styled(
