@@ -13,6 +13,12 @@ import pytest
 from lab.client import explain, lab_cli, lab_lock, lab_state
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``last`` run after every other test: they replace the whole lab (a site
+    rebuilt from backups), which the other tests must not see half-way."""
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+
+
 @pytest.fixture(scope="session")
 def lab() -> dict[str, Any]:
     """`python -m lab up` (a running lab is reused) and the status dict it leaves."""
