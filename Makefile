@@ -61,6 +61,7 @@ bench: venv
 	$(PY) benchmarks/filebackup_times.py --runs 3
 	$(PY) benchmarks/pgbackrest_restore.py --scale 68
 	$(PY) benchmarks/pgbackrest_rpo.py --runs 2
+	$(PY) benchmarks/dr_rto.py
 
 status: venv
 	$(PY) -m lab status
