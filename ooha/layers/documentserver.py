@@ -632,7 +632,7 @@ def check_documentserver_once(target: Any) -> CheckResult:
     if heal_part.startswith("FAIL "):
         return CheckResult(False, heal_part[5:], "rerun the deploy (it installs and starts ooha-ds-heal.timer)")
     return CheckResult(True, f"{wanted.rsplit('/', 1)[-1]} running, healthcheck true, version {version}{edition}, "
-                             f"db {node_database(target.name)}, vhost {node_vhost(target.name)}; {example_part}; {heal_part}")
+                             f"db {node_database(target.name)}, vhost {node_vhost(target.name)}; {heal_part}; {example_part}")
 
 
 def heal_text(target: Any, heal: dict[str, Any] | None) -> str:
