@@ -1,10 +1,10 @@
 """Drill: one whole AZ is lost (its LB, DS and data hosts come back blank) and the main job
 rebuilds it while the other two AZs serve.
 
-The AZ chosen is the one whose load balancer holds the floating address, and its data host
-is made the PostgreSQL leader first (a planned switchover), so the drill loses at once the
-VIP holder, a Document Server node (with a marker file in its Data volume, backed up) and the
-PostgreSQL leader. Under a front-door request loop and a PostgreSQL writer on a DS host of
+The AZ chosen holds both the PostgreSQL leader and the load balancer with the floating
+address (arranged first by planned moves: a switchover to the synchronous standby, a
+keepalived restart on the other LB), so the drill loses at once the VIP holder, a Document
+Server node (with a marker file in its Data volume, backed up) and the PostgreSQL leader. Under a front-door request loop and a PostgreSQL writer on a DS host of
 another AZ: the front door keeps answering, writes keep succeeding during the rebuild, no
 acknowledged row is lost, the DS node's files come back from the file backup, every report
 line is OK afterwards and a rerun changes nothing. Prints the RTO (blank AZ -> main job done).
@@ -20,7 +20,7 @@ import pytest
 
 from lab.client import (changed_operations, explain, host_entry, hosts_in, lab_cli, lab_lock, output_of,
                         report_lines, secrets, ssh, wait_for)
-from lab.workload import DATA_HOSTS, Loop, PgWriter, cluster_view, healthy, vip_holder, wait_healthy
+from lab.workload import Loop, PgWriter, cluster_view, healthy, vip_holder, wait_healthy
 from tests.integration.deploytools import deploy
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
@@ -33,16 +33,36 @@ def _in_az(lab: dict[str, Any], names: list[str] | tuple[str, ...], az: str) -> 
     return next(name for name in names if host_entry(lab, name)["az"] == az)
 
 
-def _make_leader(lab: dict[str, Any], candidate: str) -> None:
-    """A planned Patroni switchover to ``candidate`` (nothing when it already leads)."""
-    view = wait_healthy(lab)
-    if view["leader"] == candidate:
-        return
-    rc, out = ssh(lab, candidate, f"{PATRONICTL} switchover --leader {shlex.quote(view['leader'])} "
+def _switchover(lab: dict[str, Any], leader: str, candidate: str) -> dict[str, Any]:
+    """A planned Patroni switchover to ``candidate`` (the synchronous standby); the settled view."""
+    rc, out = ssh(lab, candidate, f"{PATRONICTL} switchover --leader {shlex.quote(leader)} "
                                   f"--candidate {shlex.quote(candidate)} --force", timeout=120)
     assert rc == 0, out
-    wait_for(f"{candidate} leading a healthy cluster",
-             lambda: healthy(v := cluster_view(lab)) and v["leader"] == candidate, 120, interval=2)
+    return wait_for(f"{candidate} leading a healthy cluster",
+                    lambda: v if healthy(v := cluster_view(lab)) and v["leader"] == candidate else None, 120, interval=2)
+
+
+def _leader_and_vip_in_one_az(lab: dict[str, Any]) -> tuple[str, str, str]:
+    """Put the PostgreSQL leader and the floating address in one AZ by planned moves; (az, LB, leader).
+
+    In synchronous mode Patroni switches over only to the synchronous standby, so the AZ
+    follows the leader: when the leader's AZ has no load balancer, switch over to the sync
+    standby first (every other AZ has one); then, when the other LB holds the address,
+    restart keepalived there (nopreempt: the address moves to this AZ's LB and stays).
+    """
+    lb_in = {host_entry(lab, name)["az"]: name for name in hosts_in(lab, "lb")}
+    view = wait_healthy(lab)
+    if host_entry(lab, view["leader"])["az"] not in lb_in:
+        candidate = next(name for name in view["sync_standbys"] if host_entry(lab, name)["az"] in lb_in)
+        view = _switchover(lab, view["leader"], candidate)
+    leader = view["leader"]
+    az = host_entry(lab, leader)["az"]
+    holder = wait_for("one LB holding the VIP", lambda: vip_holder(lab), 30, interval=0.5, tolerate=(Exception,))
+    if holder != lb_in[az]:
+        rc, out = ssh(lab, holder, "sudo systemctl restart keepalived")
+        assert rc == 0, out
+        wait_for(f"the VIP on {lb_in[az]}", lambda: vip_holder(lab) == lb_in[az], 60, interval=0.5, tolerate=(Exception,))
+    return az, lb_in[az], leader
 
 
 def _backed_up_marker(lab: dict[str, Any], ds: str) -> str:
@@ -58,12 +78,9 @@ def _backed_up_marker(lab: dict[str, Any], ds: str) -> str:
 def test_lost_az_is_rebuilt_while_the_other_azs_serve(converged: dict[str, Any], pyinfra_cli) -> None:
     lab = converged
     with lab_lock():
-        holder = wait_for("one LB holding the VIP", lambda: vip_holder(lab), 30, interval=0.5, tolerate=(Exception,))
-        az = host_entry(lab, holder)["az"]
-        data_host = _in_az(lab, DATA_HOSTS, az)
+        az, holder, data_host = _leader_and_vip_in_one_az(lab)
         ds_host = _in_az(lab, hosts_in(lab, "docs"), az)
         writer_host = next(name for name in hosts_in(lab, "docs") if host_entry(lab, name)["az"] != az)
-        _make_leader(lab, data_host)
         marker = _backed_up_marker(lab, ds_host)
 
         writer = PgWriter(lab, host=writer_host)
