@@ -6,6 +6,7 @@ The repo root is on sys.path through pytest's ``pythonpath = ["."]`` (and the ve
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,3 +26,22 @@ def repo_root() -> Path:
 def pyinfra_cli():
     """``run_pyinfra(*args, timeout=..., env=...)``: the pyinfra CLI from the repo root."""
     return run_pyinfra
+
+
+_FIGURES: list[str] = []
+"""Lines that passing tests printed (the drills' measured figures), shown at the end of the run."""
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Keep what a passing test printed: pytest would otherwise drop it with the captured output."""
+    if report.when == "call" and report.passed and report.capstdout.strip():
+        name = report.nodeid.split("::")[-1]
+        _FIGURES.extend(f"{name}: {line.strip()}" for line in report.capstdout.splitlines() if line.strip())
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the figures the drills measured, so CI's log holds them (a benchmark still times them properly)."""
+    if _FIGURES:
+        terminalreporter.section("figures printed by passing tests")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)
