@@ -29,12 +29,12 @@ def pyinfra_cli():
 
 
 _FIGURES: list[str] = []
-"""Lines that passing tests printed (the drills' measured figures), shown at the end of the run."""
+"""Lines that passing lab tests printed (the drills' measured figures), shown at the end of the run."""
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Keep what a passing test printed: pytest would otherwise drop it with the captured output."""
-    if report.when == "call" and report.passed and report.capstdout.strip():
+    if report.when == "call" and report.passed and "lab" in report.keywords and report.capstdout.strip():
         name = report.nodeid.split("::")[-1]
         _FIGURES.extend(f"{name}: {line.strip()}" for line in report.capstdout.splitlines() if line.strip())
 
