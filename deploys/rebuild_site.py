@@ -22,6 +22,8 @@ etcd, PostgreSQL, RabbitMQ, Redis or Document Server data), unless --data
 restore_force=true: a single lost host or AZ is rebuilt by the main job instead.
 """
 
+import datetime as _dt
+
 from pyinfra import host, inventory, state
 from pyinfra.api import DeployError
 
@@ -34,8 +36,6 @@ from ooha.contract import CONTRACT_DEFAULTS
 from ooha.layers.etcd import ETCD_DEFAULTS
 from ooha.settings import setting
 from ooha.stack import selected_layers
-
-import datetime as _dt
 
 check_pyinfra_inventory(inventory)
 
@@ -63,8 +63,9 @@ def site_data() -> dict[str, list[str]]:
     if cached is None:
         cached = {}
         for target in inventory:
-            if target in state.activated_hosts and _paths(target):
-                found = target.get_fact(DataPresent, paths=_paths(target))
+            paths = _paths(target)
+            if target in state.activated_hosts and paths:
+                found = target.get_fact(DataPresent, paths=paths)
                 if found:
                     cached[target.name] = found
         state._ooha_site_data = cached

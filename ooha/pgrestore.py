@@ -30,14 +30,19 @@ first postgres host of the inventory):
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 from typing import Any
 
 from pyinfra import host, inventory, state
 from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.api.state import StateStage
+from pyinfra.operations import files, server, systemd
+
+from ooha.contract import postgres_bin_dir
+from ooha.templating import JINJA, TEMPLATES
 
 from ooha.layers.postgres import judge_cluster
-from ooha.layers.pgbackrest import repository_problem, setting
+from ooha.layers.pgbackrest import converge_archiving, install_pgbackrest, repository_problem, setting
 from ooha.facts.patroni import PatroniCluster
 from ooha.facts.pgbackrest import PgBackRestInfo
 
@@ -205,13 +210,7 @@ def leader_wait_command(port: int, deadline: int) -> StringCommand:
     loop = (f"end=$(($(date +%s)+{int(deadline)})); while [ $(date +%s) -lt $end ]; do "
             f"[ \"$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 3 http://127.0.0.1:{int(port)}/primary)\" = 200 ] "
             "&& exit 0; sleep 2; done; echo 'Patroni did not become the leader' >&2; exit 1")
-    return StringCommand("sh", "-c", _quote(loop))
-
-
-def _quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
+    return StringCommand("sh", "-c", shlex.quote(loop))
 
 
 @deploy("Restore the PostgreSQL cluster")
@@ -222,14 +221,6 @@ def restore_cluster(target_time: dt.datetime | None, members: list[str]) -> None
     site rebuilt blank: the fresh cluster the postgres layer just made is replaced by the
     backup's).  Every host gets every operation, in this order; ``_if`` picks who acts.
     """
-    import shlex
-
-    from pyinfra.operations import files, server, systemd
-
-    from ooha.contract import postgres_bin_dir
-    from ooha.layers.pgbackrest import converge_archiving, install_pgbackrest
-    from ooha.templating import JINJA, TEMPLATES
-
     _is_r = host.name == restore_host_name(host, members)
     _stanza = str(setting(host, "pgbackrest_stanza"))
     _scope = str(setting(host, "patroni_scope"))
