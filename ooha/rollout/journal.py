@@ -9,8 +9,10 @@ controller, continues from there.  Every phase is idempotent when re-entered fro
 which does nothing when the container already has the wanted spec; gates re-observe; soak
 restarts its clock), so "resume" is simply "run the current phase again".
 
-Rollout-level phases: PREFLIGHT, COMPAT; per wave: DRAIN, REPLACE, HEALTH, SOAK, RETURN; on a
-failure of REPLACE/HEALTH/SOAK the wave's nodes go through REVERT, REVERT_HEALTH, REVERT_RETURN
+Rollout-level phases: PREFLIGHT, COMPAT; per wave: DRAIN, REPLACE, HEALTH, RETURN, SOAK (the node
+is back in the load balancers' table before the soak: a canary soaks under real traffic, which
+is what its upstream error rate at each LB and the synthetic session measure); on a failure of
+REPLACE/HEALTH/RETURN/SOAK the wave's nodes go through REVERT, REVERT_HEALTH, REVERT_RETURN
 to their previous image and the rollout ends ABORTED (exit non-zero, other nodes untouched).
 """
 
@@ -52,7 +54,7 @@ class Status(str, Enum):
 OPEN = frozenset({Status.RUNNING, Status.INTERRUPTED})
 """Statuses a new run of the same command resumes."""
 
-WAVE_PHASES = (Phase.DRAIN, Phase.REPLACE, Phase.HEALTH, Phase.SOAK, Phase.RETURN)
+WAVE_PHASES = (Phase.DRAIN, Phase.REPLACE, Phase.HEALTH, Phase.RETURN, Phase.SOAK)
 REVERT_PHASES = (Phase.REVERT, Phase.REVERT_HEALTH, Phase.REVERT_RETURN)
 LIVE_CHANGE = frozenset(WAVE_PHASES) | frozenset(REVERT_PHASES)
 """Phases after which the fleet may differ from before the rollout."""
@@ -110,8 +112,8 @@ class Journal:
         return tuple(self.waves[self.wave]) if 0 <= self.wave < len(self.waves) else ()
 
     def finished_nodes(self) -> list[str]:
-        """Nodes whose wave went through RETURN successfully (on the target, active)."""
-        done = {e.wave for e in self.events if e.phase is Phase.RETURN and e.ok}
+        """Nodes whose wave went through SOAK successfully (on the target, active, soaked)."""
+        done = {e.wave for e in self.events if e.phase is Phase.SOAK and e.ok}
         return [n for i, wave in enumerate(self.waves) if i in done for n in wave]
 
     @property
@@ -174,9 +176,10 @@ def next_step(journal: Journal, ok: bool) -> tuple[Phase, int, Status]:
     """(phase, wave, status) after the current phase ended with ``ok``; pure, no mutation.
 
     The only table of transitions: success walks the wave phases then the next wave; a failed
-    REPLACE/HEALTH/SOAK starts the revert of the current wave; a failed DRAIN (the node state
-    could not be set) goes straight to REVERT_RETURN (nothing was replaced: put it back); a
-    failed RETURN or PREFLIGHT/COMPAT stops with nothing to undo; a failed revert phase stops
+    REPLACE/HEALTH/RETURN/SOAK starts the revert of the current wave (the revert takes the node
+    out of the table first); a failed DRAIN (the node state could not be set) goes straight to
+    REVERT_RETURN (nothing was replaced: put it back); a failed PREFLIGHT/COMPAT stops with
+    nothing to undo; a failed revert phase stops
     with REVERT_FAILED (never loop on an automatic undo).
     """
     p, w = journal.phase, journal.wave
@@ -194,12 +197,12 @@ def next_step(journal: Journal, ok: bool) -> tuple[Phase, int, Status]:
         return (Phase.DRAIN, 0, Status.RUNNING) if journal.waves else (Phase.END, -1, Status.DONE)
     if p is Phase.DRAIN:
         return (Phase.REPLACE, w, Status.RUNNING) if ok else (Phase.REVERT_RETURN, w, Status.RUNNING)
-    if p in (Phase.REPLACE, Phase.HEALTH, Phase.SOAK):
+    if p in (Phase.REPLACE, Phase.HEALTH, Phase.RETURN, Phase.SOAK):
         if not ok:
             return Phase.REVERT, w, Status.RUNNING
+        if p is Phase.SOAK:
+            return _after_wave(journal)
         return WAVE_PHASES[WAVE_PHASES.index(p) + 1], w, Status.RUNNING
-    if p is Phase.RETURN:
-        return _after_wave(journal) if ok else (p, w, Status.ABORTED)
     if p is Phase.REVERT:
         return (Phase.REVERT_HEALTH, w, Status.RUNNING) if ok else (p, w, Status.REVERT_FAILED)
     if p is Phase.REVERT_HEALTH:

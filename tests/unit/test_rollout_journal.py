@@ -30,8 +30,8 @@ def walk(j: Journal, outcomes: list[bool]) -> list[tuple[str, int]]:
 def test_happy_path_walks_every_phase_of_every_wave_then_done() -> None:
     j = journal()
     seen = walk(j, [True] * (2 + 5 * 3))
-    assert seen[:7] == [("preflight", -1), ("compat", -1), ("drain", 0), ("replace", 0), ("health", 0), ("soak", 0), ("return", 0)]
-    assert seen[-1] == ("return", 2)
+    assert seen[:7] == [("preflight", -1), ("compat", -1), ("drain", 0), ("replace", 0), ("health", 0), ("return", 0), ("soak", 0)]
+    assert seen[-1] == ("soak", 2)
     assert j.status is Status.DONE and j.finished_nodes() == ["ds2", "ds1", "ds3"]
 
 
@@ -41,7 +41,7 @@ def test_compat_skipped_when_not_needed() -> None:
     assert (j.phase, j.wave) == (Phase.DRAIN, 0)
 
 
-@pytest.mark.parametrize("failing", [Phase.REPLACE, Phase.HEALTH, Phase.SOAK])
+@pytest.mark.parametrize("failing", [Phase.REPLACE, Phase.HEALTH, Phase.RETURN, Phase.SOAK])
 def test_failure_after_drain_reverts_the_wave_and_aborts(failing: Phase) -> None:
     j = journal()
     record(j, True, 1)
