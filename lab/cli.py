@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
         lose = sub.add_parser(name, help=text)
         lose.add_argument("hosts", nargs="*", metavar="HOST", help="lab hosts (not the services host)")
         lose.add_argument("--az", help="every host of this AZ instead of named hosts")
+        if name == "recreate":
+            lose.add_argument("--address", help="the one named host comes back at this address of its AZ (a "
+                                                "replacement at a new address); its topology address puts it back")
     sub.add_parser("cut", help="cut an AZ off from every other lab address").add_argument("az")
     sub.add_parser("heal", help="remove the cut of an AZ (all AZs if none given)").add_argument("az", nargs="?")
     return p
@@ -41,7 +44,8 @@ def run(argv: list[str]) -> int:
     """Dispatch a command; LabError/TopologyError become one line on stderr and exit 1."""
     args = _parser().parse_args(argv)
     try:
-        topo = topology.load(args.topology)
+        # The topology file with the address moves `recreate --address` recorded: the lab as it is.
+        topo = lifecycle.lab_topology(args.topology)
         if args.command == "up":
             core.up(topo, _say)
         elif args.command == "down":
@@ -50,7 +54,8 @@ def run(argv: list[str]) -> int:
             core.build(_say)
         elif args.command == "status":
             result = core.status(topo)
-            print(json.dumps(result, indent=2) if args.json else core.status_table(result, faults.cut_azs()))
+            print(json.dumps(result, indent=2) if args.json
+                  else core.status_table(result, faults.cut_azs()) + lifecycle.moves_note())
         elif args.command == "stop":
             cli = engine.client()
             _say(f"stopped {args.host}" if faults.stop(cli, topo, args.host) else f"{args.host} was already stopped")
@@ -61,7 +66,7 @@ def run(argv: list[str]) -> int:
         elif args.command == "destroy":
             lifecycle.destroy(topo, args.hosts, args.az, _say)
         elif args.command == "recreate":
-            lifecycle.recreate(topo, args.hosts, args.az, _say)
+            lifecycle.recreate(topo, args.hosts, args.az, _say, address=args.address)
         elif args.command == "cut":
             _say(f"cut {args.az} off from the other AZs" if faults.cut(topo, args.az) else f"{args.az} was already cut (rules renewed)")
         elif args.command == "heal":

@@ -10,6 +10,12 @@ at its first boot and read over docker exec into known_hosts (never trusted on f
 lab's deploy key authorized, sshd checked with host-key checking.  A host that still exists is
 destroyed first, so `recreate` alone wipes it.  Hosts are handled in parallel, one line each.
 
+recreate --address A: the blank replacement comes up at another address of its AZ (a host
+replaced by one with a new address, issue 10).  The move is recorded in the state dir
+(state.address_moves, with the topology file's address), applied over the topology by every
+command (lab_topology), so status, state.json and inventories/lab.py give the new address and
+known_hosts holds the new key under it; `recreate HOST --address ORIGINAL` is the way back.
+
 The services host (registry, S3, apt cache, NTP for every AZ) is never destroyed.
 """
 from __future__ import annotations
@@ -23,12 +29,25 @@ from typing import Any
 
 import docker
 
-from lab import core, engine, hosts, state
+from lab import core, engine, hosts, state, topology
 from lab.errors import LabError
 from lab.topology import Host, Topology
 
 Say = Callable[[str], None]
 SERVICES_ROLE = "services"
+
+
+def lab_topology(path: str | None = None) -> Topology:
+    """The topology file with this state dir's address moves applied: the lab as it is."""
+    base = topology.load(path or topology.DEFAULT_TOPOLOGY)
+    return topology.with_addresses(base, {name: move["address"] for name, move in state.address_moves().items()})
+
+
+def moves_note() -> str:
+    """Lines for `status`: each host away from its topology address and the way back ("" when none)."""
+    return "".join(f"\nmoved: {name} at {move['address']} (topology address {move['original']}; "
+                   f"`python -m lab recreate {name} --address {move['original']}` puts it back)"
+                   for name, move in sorted(state.address_moves().items()))
 
 
 def select_hosts(topo: Topology, names: Sequence[str], az: str | None) -> list[Host]:
@@ -131,25 +150,58 @@ def destroy(topo: Topology, names: Sequence[str], az: str | None, say: Say) -> d
     return result
 
 
-def recreate(topo: Topology, names: Sequence[str], az: str | None, say: Say) -> dict[str, Any]:
-    """Destroy (if present) and create each host blank, as `up` creates a new host; return the status dict."""
+def _moved(topo: Topology, targets: list[Host], address: str | None) -> Topology:
+    """The topology the recreated hosts come up in: ``topo``, or with the one target at ``address``.
+
+    Checked before anything is touched: one named host only, a usable free address of its AZ.
+    """
+    if address is None:
+        return topo
+    if len(targets) != 1:
+        raise LabError(f"--address moves one host; name exactly one (got {', '.join(h.name for h in targets)})")
+    return topology.with_address(topo, targets[0].name, address)
+
+
+def recreate(topo: Topology, names: Sequence[str], az: str | None, say: Say,
+             address: str | None = None) -> dict[str, Any]:
+    """Destroy (if present) and create each host blank, as `up` creates a new host; return the status dict.
+
+    ``address``: the one named host comes back at this address of its AZ (recorded in the state
+    dir, so the lab's status and inventory follow); its topology address puts it back.
+    """
+    if address is not None and az:
+        raise LabError("--address moves one named host, not an AZ")
     targets = select_hosts(topo, names, az)
+    after = _moved(topo, targets, address)
     cli = engine.client()
     _check_lab(cli, topo, targets, need_image=True)
     pubkey = state.ensure_ssh_key()
 
     def one(host: Host) -> str:
         existed = bool(_destroy_one(cli, topo, host))
-        core.ensure_host(cli, topo, host, lambda _line: None)
-        key = core.admit_host(cli, host, pubkey)
-        hosts.update_known_hosts(topo, keys={host.name: key})
-        hosts.verify_ssh(host)
-        state.set_destroyed([host.name], destroyed=False)
-        return (f"recreated {host.name} ({host.address}) blank{'' if existed else ' (it did not exist)'}: "
+        new = after.host(host.name)
+        if new.address != host.address:
+            state.set_address_move(new.name, new.address, new.original_address)
+        core.ensure_host(cli, after, new, lambda _line: None)
+        key = core.admit_host(cli, new, pubkey)
+        hosts.update_known_hosts(after, keys={new.name: key})
+        hosts.verify_ssh(new)
+        state.set_destroyed([new.name], destroyed=False)
+        moved = f" (moved from {host.address})" if new.address != host.address else ""
+        return (f"recreated {new.name} ({new.address}){moved} blank{'' if existed else ' (it did not exist)'}: "
                 f"new host key {fingerprint(key)} in known_hosts, sshd answers with host-key checking")
 
     try:
         _each(one, targets, say, "recreate")
     finally:
-        result = core.status(topo, cli)
+        result = core.status(topo if address is None else as_recorded(topo, [h.name for h in targets]), cli)
     return result
+
+
+def as_recorded(topo: Topology, names: Sequence[str]) -> Topology:
+    """``topo`` with the named hosts at the address the state dir records for them now (their
+    topology address when no move is recorded): what a move that failed half-way left."""
+    moves = state.address_moves()
+    for name in names:
+        topo = topology.with_address(topo, name, moves.get(name, {}).get("address", topo.host(name).original_address))
+    return topo

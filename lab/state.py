@@ -5,6 +5,7 @@ keeps between runs, so secrets are generated once and never regenerated.
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import string
@@ -82,6 +83,44 @@ def set_destroyed(names: Iterable[str], destroyed: bool = True) -> None:
             write_private(destroyed_path(), "".join(f"{name}\n" for name in sorted(updated)))
         else:
             destroyed_path().unlink(missing_ok=True)
+
+
+def address_moves_path() -> Path:
+    """Hosts `recreate --address` moved off their topology-file address (JSON, see address_moves)."""
+    return state_dir() / "addresses.json"
+
+
+def address_moves() -> dict[str, dict[str, str]]:
+    """``{host: {"address": now, "original": the topology file's}}`` for every moved host.
+
+    The lab's commands apply these over the topology file (lab/lifecycle.py lab_topology), so
+    status, state.json and with it inventories/lab.py give the host's current address; the
+    original is kept here so `recreate HOST --address ORIGINAL` is the way back.
+    """
+    path = address_moves_path()
+    if not path.exists():
+        return {}
+    try:
+        loaded = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        from lab.errors import LabError
+        raise LabError(f"{path} is not valid JSON ({exc}); fix it, or delete it to put every host back "
+                       "at its topology address (then `python -m lab recreate` the moved hosts)") from None
+    return {str(name): {"address": str(v["address"]), "original": str(v["original"])} for name, v in loaded.items()}
+
+
+def set_address_move(name: str, address: str, original: str) -> None:
+    """Record host ``name`` at ``address`` (its topology address ``original``); back at the
+    original, the record goes (and the file when it is empty)."""
+    moves = address_moves()
+    if address == original:
+        moves.pop(name, None)
+    else:
+        moves[name] = {"address": address, "original": original}
+    if moves:
+        write_private(address_moves_path(), json.dumps(moves, indent=2, sort_keys=True) + "\n")
+    else:
+        address_moves_path().unlink(missing_ok=True)
 
 
 def write_private(path: Path, data: str | bytes) -> None:

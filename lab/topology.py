@@ -5,7 +5,9 @@ fails with one line naming the host, the field and the fix instead of a half-bui
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,9 @@ class Host:
     addresses: dict[str, str]
     roles: tuple[str, ...]
     image: str = HOST_IMAGE
+    topology_address: str | None = None
+    """The topology file's private address when the lab moved the host to another one
+    (`python -m lab recreate HOST --address A`: a replacement at a new address); else None."""
 
     @property
     def container(self) -> str:
@@ -66,6 +71,11 @@ class Host:
     def address(self) -> str:
         """Private address (what pyinfra connects to and peers use): the one on its own zone."""
         return self.addresses[self.az]
+
+    @property
+    def original_address(self) -> str:
+        """The private address the topology file gives it (the way back after a move)."""
+        return self.topology_address or self.address
 
 
 @dataclass(frozen=True)
@@ -193,6 +203,41 @@ def parse(doc: Any, source: str = "topology") -> Topology:
             seen[addr] = f"{host_name} on {net_name}"
         hosts[host_name] = host
     return Topology(name=name, networks=networks, hosts=hosts)
+
+
+def with_address(topo: Topology, name: str, address: str) -> Topology:
+    """``topo`` with host ``name`` at ``address`` on its own zone (a replacement host at a new
+    address); its topology-file address is kept in ``topology_address``, and giving that
+    address back makes the host as the file describes it again.
+
+    Refused (TopologyError naming the fix): an unknown host, an address that is not a usable
+    address of the host's zone subnet, or one another host already has.
+    """
+    host = topo.host(name)
+    where = f"{name} --address"
+    try:
+        addr = ipaddress.ip_address(str(address))
+    except ValueError:
+        raise TopologyError(f"{where}: {address!r} is not an IPv4 address") from None
+    net = topo.networks[host.az]
+    if (not isinstance(addr, ipaddress.IPv4Address) or addr not in net.subnet
+            or addr in (net.subnet.network_address, net.subnet.broadcast_address, net.gateway)):
+        raise TopologyError(f"{where}: {addr} is not a usable address of {name}'s zone {host.az} ({net.subnet}, "
+                            f"gateway {net.gateway}); a replacement stays in its AZ: pick one inside it")
+    for other in topo.hosts.values():
+        if other.name != name and str(addr) in (*other.addresses.values(), other.original_address):
+            raise TopologyError(f"{where}: {addr} belongs to {other.name}; pick a free address of {net.subnet}")
+    original = host.original_address
+    moved = dataclasses.replace(host, addresses={**host.addresses, host.az: str(addr)},
+                                topology_address=None if str(addr) == original else original)
+    return dataclasses.replace(topo, hosts={**topo.hosts, name: moved})
+
+
+def with_addresses(topo: Topology, moves: Mapping[str, str]) -> Topology:
+    """``topo`` with every ``{host: address}`` move applied (with_address, same refusals)."""
+    for name, address in moves.items():
+        topo = with_address(topo, name, address)
+    return topo
 
 
 def load(path: Path | str = DEFAULT_TOPOLOGY) -> Topology:
