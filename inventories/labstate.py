@@ -109,6 +109,8 @@ def global_data(state: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any
         # Containers share this machine's kernel: kernel-wide sysctls stay untouched.
         "sysctl_host_baseline": {},
         "lab_ca_cert": state.get("ca_cert"),
+        # Rollouts' synthetic editing session through the front door trusts the lab CA.
+        "rollout_front_door_ca": state.get("ca_cert"),
         "lab_services": dict(services),
         # The deploy CA (ooha/pki.py) lives beside the lab's other state.
         "pki_dir": str(Path(state.get("state_dir") or lab_dir()) / "pki"),

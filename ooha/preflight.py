@@ -583,6 +583,18 @@ def check_backup_job(hosts: Sequence[HostSpec]) -> list[Problem]:
     ]
 
 
+def check_rollout_job(hosts: Sequence[HostSpec]) -> list[Problem]:
+    """deploys/patch.py and rollback.py: the ``rollout_*`` keys (ooha/rollout/options.py)."""
+    from ooha.rollout.options import option_problems
+
+    problems = []
+    for line in option_problems(hosts[0].data if hosts else {}):
+        field, rest = line.split(": ", 1)
+        problem, _, fix = rest.rpartition("; fix: ")
+        problems.append(Problem(ALL, field, problem or rest, fix or "see docs/architecture.md (rollout keys)"))
+    return problems
+
+
 def check_restore_files_job(hosts: Sequence[HostSpec], backup_groups: Iterable[str] = ("docs", "lb")) -> list[Problem]:
     """deploys/restore_files.py: restore_host, restore_snapshot and restore_paths (from --data)."""
     import re
@@ -685,6 +697,8 @@ JOB_LAYERS: dict[str, tuple[str, ...] | None] = {
     "restore.py": ("postgres", "backup"),
     "restore_files.py": ("filebackup",),
     "rebuild_site.py": None,
+    "patch.py": ("documentserver",),
+    "rollback.py": ("documentserver",),
 }
 """Operator commands (deploys/) and the layers whose inputs they read (None: ``--data layers=``)."""
 
@@ -722,6 +736,8 @@ def preflight_lines(inventory: Any, jobs: Sequence[str], now: Any = None) -> lis
             problems += check_backup_job(hosts)
         if job == "restore_files.py":
             problems += check_restore_files_job(hosts, layer_named("filebackup").groups or ())
+        if job in ("patch.py", "rollback.py"):
+            problems += check_rollout_job(hosts)
     layer_rows = [row for row in LAYERS if row in layer_rows]
     lines = layer_input_lines(inventory, layer_rows)
     if any(p.field.startswith("group ") and p.problem == "missing or empty" for p in problems):
