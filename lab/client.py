@@ -276,3 +276,55 @@ def explain(result: subprocess.CompletedProcess[str], tail: int = 3000) -> str:
     output = output_of(result)
     failed = [line for line in output.splitlines() if re.match(r"^\S+\s+\S+\s+FAIL\s", line)]
     return "\n".join(["report FAIL lines:", *(failed or ["(none)"]), "--- output tail ---", output[-tail:]])
+
+
+class PyinfraRun:
+    """A pyinfra CLI run in the background whose output is read line by line as it comes.
+
+    For drills that act in the middle of a long job (a second rollout while the first holds
+    the lock, a Ctrl-C between two waves): ``wait_line`` polls the lines with a deadline.
+    """
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        import threading
+
+        self.args = args
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [PYINFRA, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdin=subprocess.DEVNULL, env={**os.environ, "PYINFRA_PROGRESS": "off", **(env or {})})
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_line(self, pattern: str, deadline: float) -> str:
+        """The first output line matching ``pattern`` (a regex); TimeoutError with the tail if none."""
+        regex = re.compile(pattern)
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            for line in list(self.lines):
+                if regex.search(line):
+                    return line
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.2)
+        raise TimeoutError(f"no line matching {pattern!r} within {deadline} s; last lines:\n" + "\n".join(self.lines[-30:]))
+
+    def wait(self, timeout: float = 1800) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return code
+
+    def interrupt(self) -> None:
+        """Ctrl-C, as an operator at the terminal (SIGINT to the CLI process)."""
+        import signal
+
+        self.proc.send_signal(signal.SIGINT)
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)

@@ -78,6 +78,7 @@ from urllib.parse import quote
 from pyinfra import host, inventory, logger
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
 from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
@@ -109,6 +110,8 @@ HEAL_DEPENDENCIES = ("pg-primary", "redis-primary", "rabbitmq")
 
 CONFIG_DIR = "/etc/onlyoffice-ha/documentserver"
 ENV_FILE = f"{CONFIG_DIR}/documentserver.env"
+RELEASE_FILE = f"{CONFIG_DIR}/release.json"
+"""Written by the rollout driver before it moves a node: {"ref": image ref, "rollout_id": id}."""
 LOCAL_CONFIG = f"{CONFIG_DIR}/local-production-linux.json"
 LOCAL_CONFIG_IN_CONTAINER = "/etc/onlyoffice/documentserver/local-production-linux.json"
 VOLUMES = (
@@ -126,6 +129,10 @@ DS_DEFAULTS: dict[str, Any] = {
     "ds_version": None,
     # Optional "sha256:<64 hex>": pins the exact image; the tag must still be given.
     "ds_image_digest": None,
+    # A node whose release was set by deploys/patch.py or rollback.py (RELEASE_FILE) is moved to
+    # another release by the main job only when this names why (the rollout driver passes its
+    # rollout id): an inventory not updated after a patch never silently downgrades the fleet.
+    "ds_release_change": None,
     # ee | de | community (community cannot share editing state across nodes: see the docstring).
     "ds_edition": "ee",
     # The test example (never in production): on -> /example/ answers 200 on each node.
@@ -186,6 +193,29 @@ def image_ref(target: Any) -> str:
     ref = f"{_value(target, 'ds_image')}:{_value(target, 'ds_version')}"
     digest = _value(target, "ds_image_digest")
     return f"{ref}@{digest}" if digest else ref
+
+
+def release_guard(target: Any, release_lines: list[str] | None) -> None:
+    """Refuse (DeployError) to move a node off the release a rollout put it on, unless told why.
+
+    After ``deploys/patch.py`` the fleet runs the new release while the inventory may still
+    name the old one; a main job run then must not downgrade the nodes behind the ledger's back
+    (the node's tables would be reset, the ledger wrong).  ``ds_release_change`` (the rollout
+    driver passes its rollout id) says the change is intended.
+    """
+    if not release_lines or _value(target, "ds_release_change"):
+        return
+    try:
+        recorded = json.loads("\n".join(release_lines))
+    except ValueError:
+        return  # unreadable: the driver rewrites it on the next rollout; the container rules apply
+    ref = str(recorded.get("ref") or "")
+    if ref and ref != image_ref(target):
+        version = ref.rsplit("@", 1)[0].rsplit(":", 1)[-1]
+        raise DeployError(
+            f"{target.name}: ds_version: the node runs {ref} (rollout {recorded.get('rollout_id')}) but the inventory "
+            f"says {image_ref(target)}; fix: set ds_version={version} in the inventory, or change releases with "
+            "deploys/patch.py / deploys/rollback.py (or --data ds_release_change=<why> to force it)")
 
 
 def input_problems(target: Any) -> list[str]:
@@ -488,6 +518,7 @@ def documentserver() -> None:
     if warning and not _WARNED[0]:
         _WARNED[0] = True
         logger.warning(warning)
+    release_guard(host, host.get_fact(FileContents, path=RELEASE_FILE))
     env = container_env(host)
     config_text = local_config(host)
     # A rebuilt (blank) host gets its Data volume and configs back BEFORE the container exists.

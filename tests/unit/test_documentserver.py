@@ -303,3 +303,18 @@ def test_version_fact_reads_the_token_from_stdin_not_argv() -> None:
 
     command = DsVersion().command(url="http://198.18.1.21:80/command").get_raw_value()
     assert "-H @-" in command and "Bearer" not in command and "Authorization" not in command
+
+
+def test_release_guard_refuses_to_move_a_node_off_the_release_a_rollout_put_it_on() -> None:
+    from pyinfra.api.exceptions import DeployError
+
+    from ooha.layers.documentserver import release_guard
+
+    node = target(ds_image="reg:5000/ds", ds_version="9.3.0.1")
+    marker = ['{"ref": "reg:5000/ds:9.3.1.2", "rollout_id": "r20261205-1200-ab12"}']
+    with pytest.raises(DeployError, match=r"ds1: ds_version: the node runs reg:5000/ds:9\.3\.1\.2 .*fix: set ds_version=9\.3\.1\.2"):
+        release_guard(node, marker)
+    release_guard(target(ds_image="reg:5000/ds", ds_version="9.3.1.2"), marker)   # inventory caught up
+    release_guard(target(ds_image="reg:5000/ds", ds_version="9.3.0.1", ds_release_change="r1"), marker)  # the driver's wave
+    release_guard(node, None)            # never rolled out: the main job owns the version
+    release_guard(node, ["not json"])    # unreadable marker: the container rules apply

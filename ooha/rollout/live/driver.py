@@ -17,6 +17,7 @@ interrupted, the lock released; the same command resumes from the journal.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import secrets as _secrets
 import signal
@@ -30,6 +31,7 @@ from typing import Any, Callable
 
 from ooha.rollout import gates, ledger, lock as lk
 from ooha.rollout.drain import transition_allowed
+from ooha.rollout.live import remote
 from ooha.rollout.journal import Journal, Phase, Status, decide_start, interrupt, new_journal, record, resume
 from ooha.rollout.ledger import NodeRelease
 from ooha.rollout.options import RolloutOptions
@@ -527,6 +529,20 @@ class Driver:
                 rows.append(ledger.node_changed(current.get(node), node, running, time.time(), journal.rollout_id, verified))
         self.store.put_releases(rows, self.token)
 
+    def mark_release(self, node: str, image: ImageRef) -> None:
+        """Record on the node, before it moves, the release this rollout puts it on: from then on
+        the main job refuses to move it elsewhere unless told why (documentserver ``release_guard``)."""
+        from ooha.layers.documentserver import CONFIG_DIR, RELEASE_FILE
+
+        journal = self.journal
+        assert journal is not None
+        text = json.dumps({"ref": image.ref, "rollout_id": journal.rollout_id})
+        result = remote.run(self.fleet.doc(node), f"install -d -m 700 {remote.quote(CONFIG_DIR)} && "
+                                                  f"cat > {remote.quote(RELEASE_FILE)}.new && chmod 600 {remote.quote(RELEASE_FILE)}.new && "
+                                                  f"mv {remote.quote(RELEASE_FILE)}.new {remote.quote(RELEASE_FILE)}", stdin=text + "\n")
+        if not result.ok:
+            raise Stop(f"{node}: cannot record the release on the node: {result.why()}")
+
     def front_door(self) -> str:
         """The front door the synthetic session goes through: the floating address."""
         return f"https://{str(self.fleet.data().get('lb_vip')).split('/')[0]}/"
@@ -539,7 +555,9 @@ class Driver:
         """The main job on ``nodes`` with only the documentserver layer and ``image`` (a subprocess)."""
         journal = self.journal
         assert journal is not None
-        args = wave_command(self.ctx.argv, nodes, image)
+        args = wave_command(self.ctx.argv, nodes, image, journal.rollout_id)
+        for node in nodes:
+            self.mark_release(node, image)
         log = RECORD_DIR / journal.rollout_id / f"{journal.wave + 1}-{journal.phase.value}-{'-'.join(nodes)}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         started = time.time()
@@ -571,10 +589,10 @@ class Driver:
 
 # --- command line -----------------------------------------------------------------------------
 
-OVERRIDDEN = ("ds_version", "ds_image", "ds_image_digest", "layers")
+OVERRIDDEN = ("ds_version", "ds_image", "ds_image_digest", "layers", "ds_release_change")
 
 
-def wave_command(argv: list[str], nodes: list[str], image: ImageRef) -> list[str]:
+def wave_command(argv: list[str], nodes: list[str], image: ImageRef, rollout_id: str = "") -> list[str]:
     """The main job's command line for one wave, from the operator's own pyinfra command line.
 
     The job file becomes deploys/ha.py (next to it), the operator's other options and ``--data``
@@ -604,7 +622,8 @@ def wave_command(argv: list[str], nodes: list[str], image: ImageRef) -> list[str
         out.insert(3, "-y")
     for node in nodes:
         out += ["--limit", node]
-    out += ["--data", "layers=documentserver", "--data", f"ds_image={image.image}", "--data", f"ds_version={image.version}"]
+    out += ["--data", "layers=documentserver", "--data", f"ds_image={image.image}", "--data", f"ds_version={image.version}",
+            "--data", f"ds_release_change={rollout_id or 'rollout'}"]
     if image.digest:
         out += ["--data", f"ds_image_digest={image.digest}"]
     return out
