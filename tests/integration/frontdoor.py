@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import ssl
 import time
 from typing import Any
 
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
-from lab.workload import vip
+from lab.workload import editor_session
 
 
 def session(state: dict[str, Any], key: str, shardkey: bool = True, timeout: float = 10) -> tuple[ClientConnection, str]:
-    """Open an editor websocket for document ``key`` through the VIP (lab CA verified).
-
-    Returns the open connection and the node named in the server's welcome message.
-    ``shardkey=False`` leaves the query argument out (routing by the /doc/<key>/ path).
-    """
-    context = ssl.create_default_context(cafile=state["ca_cert"])
-    query = f"?shardkey={key}&EIO=4&transport=websocket" if shardkey else "?EIO=4&transport=websocket"
-    url = f"wss://{vip(state)}/doc/{key}/c/{query}"
-    try:
-        ws = connect(url, ssl=context, proxy=None, open_timeout=timeout)
-    except TimeoutError:
-        # An editor reconnects when its socket does not open; so does this client, once,
-        # saying so (seen rarely on the shared 2-core test machine, never twice in a row).
-        print(f"\nsession {key}: handshake timed out after {timeout} s, reconnecting once")
-        ws = connect(url, ssl=context, proxy=None, open_timeout=timeout)
-    welcome = json.loads(ws.recv(timeout=timeout))
-    assert welcome.get("type") == "welcome" and welcome.get("key") == key, welcome
-    return ws, str(welcome["node"])
+    """Open an editor websocket for document ``key`` through the VIP (lab/workload.py editor_session)."""
+    return editor_session(state, key, shardkey, timeout)
 
 
 def alive(ws: ClientConnection) -> bool:
