@@ -58,6 +58,7 @@ bench: venv
 	$(PY) benchmarks/redis_failover.py --runs 3
 	$(PY) benchmarks/frontdoor_failover.py --runs 3
 	$(PY) benchmarks/ds_version_change.py --runs 3
+	$(PY) benchmarks/rollout.py
 	$(PY) benchmarks/filebackup_times.py --runs 3
 	$(PY) benchmarks/pgbackrest_restore.py --scale 68
 	$(PY) benchmarks/pgbackrest_rpo.py --runs 2

@@ -69,7 +69,7 @@ def change(node: str, extra: list[str], addresses: dict[str, str]) -> tuple[floa
     prober.start()
     started = time.monotonic()
     result = run_pyinfra("-y", "inventories/lab.py", "deploys/ha.py", "--limit", node,
-                         "--data", "layers=documentserver", *extra, timeout=900)
+                         "--data", "layers=documentserver", "--data", "ds_release_change=benchmark", *extra, timeout=900)
     took = time.monotonic() - started
     prober.stop_event.set()
     prober.join()
