@@ -195,6 +195,15 @@ def image_ref(target: Any) -> str:
     return f"{ref}@{digest}" if digest else ref
 
 
+def release_of(release_lines: list[str] | None) -> dict[str, Any]:
+    """The node's RELEASE_FILE as a dict ({} when absent or unreadable)."""
+    try:
+        value = json.loads("\n".join(release_lines)) if release_lines else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def release_guard(target: Any, release_lines: list[str] | None) -> None:
     """Refuse (DeployError) to move a node off the release a rollout put it on, unless told why.
 
@@ -203,12 +212,9 @@ def release_guard(target: Any, release_lines: list[str] | None) -> None:
     (the node's tables would be reset, the ledger wrong).  ``ds_release_change`` (the rollout
     driver passes its rollout id) says the change is intended.
     """
-    if not release_lines or _value(target, "ds_release_change"):
+    if _value(target, "ds_release_change"):
         return
-    try:
-        recorded = json.loads("\n".join(release_lines))
-    except ValueError:
-        return  # unreadable: the driver rewrites it on the next rollout; the container rules apply
+    recorded = release_of(release_lines)  # absent or unreadable: the container rules apply
     ref = str(recorded.get("ref") or "")
     if ref and ref != image_ref(target):
         version = ref.rsplit("@", 1)[0].rsplit(":", 1)[-1]
@@ -621,7 +627,12 @@ def check_documentserver_once(target: Any) -> CheckResult:
     if not current["running"]:
         return CheckResult(False, f"node unreachable: container {CONTAINER} is {current['status']}",
                            f"`docker start {CONTAINER}` or rerun the deploy; see `docker logs {CONTAINER}`")
+    release = release_of(target.get_fact(FileContents, path=RELEASE_FILE))
     if current["image"] != wanted:
+        if release.get("ref") == current["image"]:
+            version = str(release["ref"]).rsplit("@", 1)[0].rsplit(":", 1)[-1]
+            return CheckResult(False, f"container runs {current['image']} (rollout {release.get('rollout_id')}), the inventory "
+                               f"says {wanted}", f"set ds_version={version} in the inventory, or deploys/rollback.py", final=True)
         return CheckResult(False, f"container runs {current['image']}, wanted {wanted}", "rerun the deploy", final=True)
     url = base_url(target)
     example_on = bool(_value(target, "ds_example_enabled"))
@@ -662,8 +673,9 @@ def check_documentserver_once(target: Any) -> CheckResult:
     heal_part = heal_text(target, heal)
     if heal_part.startswith("FAIL "):
         return CheckResult(False, heal_part[5:], "rerun the deploy (it installs and starts ooha-ds-heal.timer)")
+    by = f"; release by rollout {release['rollout_id']}" if release.get("ref") == wanted and release.get("rollout_id") else ""
     return CheckResult(True, f"{wanted.rsplit('/', 1)[-1]} running, healthcheck true, version {version}{edition}, "
-                             f"db {node_database(target.name)}, vhost {node_vhost(target.name)}; {heal_part}; {example_part}")
+                             f"db {node_database(target.name)}, vhost {node_vhost(target.name)}; {heal_part}; {example_part}{by}")
 
 
 def heal_text(target: Any, heal: dict[str, Any] | None) -> str:
