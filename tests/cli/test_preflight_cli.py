@@ -186,6 +186,11 @@ CASES: list[Case] = [
     Case("restore-files-host-without-backups", "restore_host", job="restore_files.py", args=("--data", "restore_host=data1")),
     Case("restore-files-snapshot-malformed", "restore_snapshot", job="restore_files.py",
          args=("--data", "restore_host=ds1", "--data", "restore_snapshot=last-tuesday")),
+    Case("patch-soak-not-a-number", "rollout_soak_seconds", job="patch.py",
+         args=("--data", "ds_version=9.3.1.2", "--data", "rollout_soak_seconds=soon")),
+    Case("patch-version-floating", "ds_version", "ds1", job="patch.py", args=("--data", "ds_version=latest")),
+    Case("rollback-stale-bound-under-three-heartbeats", "rollout_lock_stale_seconds", job="rollback.py",
+         args=("--data", "rollout_lock_stale_seconds=60")),
 ]
 
 VALID = [
@@ -195,6 +200,8 @@ VALID = [
     Case("valid-backup", "", job="backup.py", args=("--data", "backup_type=diff")),
     Case("valid-restore-files", "", job="restore_files.py", args=("--data", "restore_host=lb2")),
     Case("valid-validate", "", job="validate.py"),
+    Case("valid-patch", "", job="patch.py", args=("--data", "ds_version=9.3.1.2", "--data", "rollout_soak_seconds=30")),
+    Case("valid-rollback", "", job="rollback.py"),
 ]
 
 
