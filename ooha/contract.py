@@ -125,6 +125,14 @@ def node_vhost(host_name: str) -> str:
     return f"onlyoffice_{node_slug(host_name)}"
 
 
+def node_compat_database(host_name: str) -> str:
+    """Scratch database of the rollout's compat gate on one DS node (ooha/rollout/live/compat.py
+    creates it owned by role onlyoffice and drops it around each run).  One fixed name per node,
+    not a random one: pg_hba must name the databases a DS host may reach, and PostgreSQL 15 has
+    no pattern for database names."""
+    return f"ooha_compat_{node_slug(host_name)}"
+
+
 def node_redis_prefix(host_name: str) -> str:
     """Redis key prefix of one DS node (services.CoAuthoring.redis.prefix)."""
     return f"ds:{node_slug(host_name)}:"
