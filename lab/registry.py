@@ -10,7 +10,11 @@ from lab import state
 
 DS_REPOSITORY = "onlyoffice/documentserver-ee"
 #: Stand-in versions pushed to the registry: (version, release date), see docs/architecture.md.
-DS_VERSIONS = [("9.3.0.1", "2026-02-10"), ("9.3.1.2", "2026-03-17")]
+#: The oldest tag is the one the lab deploys (inventories/labstate.py), so a new entry must sort after it.
+DS_VERSIONS = [("9.3.0.1", "2026-02-10"), ("9.3.1.2", "2026-03-17"), ("9.3.2.9", "2026-04-14")]
+#: Deliberately broken builds among DS_VERSIONS: version -> defect (lab.standin.DEFECTS). 9.3.2.9 is
+#: a plain tag, as a bad upstream release would be; the rollout's compat gate and soak must refuse it.
+DS_BROKEN = {"9.3.2.9": "healthcheck-decay"}
 
 
 def registry_tags(registry: str, secrets: dict[str, str], repository: str = DS_REPOSITORY) -> list[str]:

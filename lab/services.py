@@ -244,7 +244,7 @@ def configure(cli: docker.DockerClient, topo: Topology, host: Host, secrets: dic
 
 
 def push_standins(cli: docker.DockerClient, host: Host, secrets: dict[str, str], say: Say) -> None:
-    """Build the Document Server stand-in versions and push those the registry lacks."""
+    """Build the Document Server stand-in versions (the deliberately broken one too) and push those the registry lacks."""
     registry = f"{host.address}:{REGISTRY_PORT}"
     have = reg.registry_tags(registry, secrets)
     missing = [(v, d) for v, d in reg.DS_VERSIONS if v not in have]
@@ -258,7 +258,7 @@ def push_standins(cli: docker.DockerClient, host: Host, secrets: dict[str, str],
     auth = {"username": secrets["registry_username"], "password": secrets["registry_password"]}
     for version, release_date in missing:
         t0 = time.monotonic()
-        local = build_standin(cli, version, release_date)
+        local = build_standin(cli, version, release_date, defect=reg.DS_BROKEN.get(version, ""))
         target = f"{registry}/{reg.DS_REPOSITORY}"
         cli.images.get(local).tag(target, tag=version)
         for line in cli.api.push(target, tag=version, auth_config=auth, stream=True, decode=True):

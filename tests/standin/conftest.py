@@ -22,10 +22,14 @@ import requests
 from docker.models.containers import Container
 
 from lab.client import wait_for
+from lab.registry import DS_BROKEN, DS_VERSIONS
 from lab.standin import build_backing, build_standin
 
 V1, V1_DATE = "9.3.0.1", "2026-02-10"
 V2, V2_DATE = "9.3.1.2", "2026-03-17"
+# The lab's deliberately broken build (lab/registry.py), as the registry holds it.
+BROKEN = next(iter(DS_BROKEN))
+BROKEN_DATE = dict(DS_VERSIONS)[BROKEN]
 NETWORK = "ooha-standin-test"
 SUBNET = "198.18.30.0/24"
 BACKING_IP = "198.18.30.10"
@@ -122,11 +126,12 @@ def docker_client() -> docker.DockerClient:
 
 @pytest.fixture(scope="session")
 def images(docker_client: docker.DockerClient) -> dict[str, str]:
-    """Both stand-in versions (ee) plus community of V1, and the backing image; cached builds."""
+    """Both good stand-in versions (ee), the broken one, community of V1 and the backing image; cached builds."""
     return {
         "backing": build_backing(docker_client),
         V1: build_standin(docker_client, V1, V1_DATE),
         V2: build_standin(docker_client, V2, V2_DATE),
+        BROKEN: build_standin(docker_client, BROKEN, BROKEN_DATE, defect=DS_BROKEN[BROKEN]),
         "community": build_standin(docker_client, V1, V1_DATE, edition="community"),
     }
 
