@@ -15,6 +15,17 @@ one vhost per DS node (``onlyoffice_<node>``, ooha/contract.py), user ``onlyoffi
 (password from stdin, never on a command line) with permissions on those vhosts only, and
 the removal of ``guest`` are cluster-wide and run on the seed.
 
+A peer at a new address (a replacement host after the inventory is edited): ``/etc/hosts``
+and the inetrc follow the inventory on every node, but the running nodes are NOT restarted
+for it.  A restart then would take a survivor down while the cluster is one node short (the
+blank node has not joined yet; with ``pause_minority`` the last running survivor would pause
+too).  The running Erlang VM's own host table (loaded from the inetrc at boot) is updated
+live instead (``inet_db:del_host``/``add_host`` through ``rabbitmqctl eval``, only when it
+differs: ``resolver_changes``), before the blank node joins; a VM that starts later reads
+the inetrc.  Planning without ``-y``: a blank node's join is decided when it executes
+(``cluster_joined`` shows "decided at execute time" at plan time), from the cluster status
+of that moment: the plan line is a placeholder, nothing is run from plan-time facts.
+
 Document Server's queues when a node is lost: DS declares non-durable classic queues
 (``ds.converttask``... and an exclusive queue per process bound to the ``ds.pubsub``
 fanout).  Quorum queues must be durable, so they would need DS to change its
@@ -39,11 +50,12 @@ import hashlib
 import ipaddress
 import json
 import re
+import shlex
 from io import StringIO
 from typing import Any
 
 from pyinfra import host, inventory, state
-from pyinfra.api import QuoteString, StringCommand, deploy, operation
+from pyinfra.api import FactBase, QuoteString, StringCommand, deploy, operation
 from pyinfra.api.exceptions import DeployError, OperationError
 from pyinfra.operations import apt, files, server, systemd
 
@@ -56,6 +68,7 @@ from ooha.settings import secret as _secret
 from ooha.templating import JINJA, TEMPLATES
 from ooha.facts.rabbitmq import (
     COOKIE_FILE,
+    CTL_TIMEOUT,
     RabbitmqClusterStatus,
     RabbitmqErlangCookieDigest,
     RabbitmqNodeInitialised,
@@ -172,6 +185,66 @@ def _refuse_cookie_change(wanted_cookie: str) -> None:
             "not change it; fix: put the old cookie back in the secrets file, or change it on purpose: stop "
             "rabbitmq-server on every node, write the new cookie to every node's cookie file, start them all"
         )
+
+
+# --- peers at new addresses: the running VM's host table, updated live ---------------------
+
+RESOLVER_TABLE = '[inet:ntoa(IP) ++ " " ++ N || {host, IP, Ns} <- inet_db:get_rc(), N <- Ns].'
+"""Erlang for ``rabbitmqctl eval``: the VM's host table (the inetrc's entries as loaded at boot,
+plus any added live) as ``["address name", ...]``."""
+
+
+def parse_resolver_table(lines: list[str]) -> dict[str, str] | None:
+    """``{name: address}`` from RESOLVER_TABLE's printed list; None when the node did not answer."""
+    text = "".join(lines).strip()
+    if not text.startswith("["):
+        return None
+    return {name: address for address, name in re.findall(r'"([0-9A-Fa-f.:]+) ([^"\s]+)"', text)}
+
+
+class RabbitmqResolverTable(FactBase):
+    """The running node's Erlang host table ``{name: address}``; None when the VM does not answer
+    (not installed, stopped: it reads the inetrc when it starts)."""
+
+    def command(self) -> str:
+        return f"timeout {CTL_TIMEOUT} rabbitmqctl eval {shlex.quote(RESOLVER_TABLE)} 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> dict[str, str] | None:
+        return parse_resolver_table(output)
+
+
+def resolver_changes(table: dict[str, str] | None, peers: dict[str, str]) -> dict[str, str]:
+    """``{name: address}`` of the peers the running VM resolves otherwise than the inventory (a
+    peer moved to a new address, or missing from its table); empty when it agrees or does not run."""
+    if table is None:
+        return {}
+    return {name: address for name, address in sorted(peers.items()) if table.get(name) != address}
+
+
+def resolver_update_script(peers: dict[str, str]) -> str:
+    """Erlang for ``rabbitmqctl eval``: drop every host-table entry naming a peer, then add each
+    peer at its inventory address (what the inetrc gives a VM that starts now)."""
+    wanted = ", ".join(
+        "{{" + ",".join(str(int(part)) for part in address.split(".")) + "}, [\"" + name + "\"]}"
+        for name, address in sorted(peers.items()))
+    return (f"W = [{wanted}], Names = [N || {{_, Ns}} <- W, N <- Ns], "
+            "[inet_db:del_host(IP) || {host, IP, Ns} <- inet_db:get_rc(), "
+            "lists:any(fun(N) -> lists:member(N, Names) end, Ns)], "
+            "[inet_db:add_host(IP, Ns) || {IP, Ns} <- W], ok.")
+
+
+@operation()
+def peers_resolved_live(peers: dict[str, str]):
+    """The running node resolves every peer at its inventory address, without a restart.
+
+    A restart for a changed inetrc would take this node down while a replaced peer has not
+    joined yet; the VM's host table is updated in place instead (only what differs).
+    """
+    changes = resolver_changes(host.get_fact(RabbitmqResolverTable), peers)
+    if not changes:
+        host.noop("the running node resolves its peers at their inventory addresses (or it is not running)")
+        return
+    yield StringCommand("rabbitmqctl", "eval", QuoteString(resolver_update_script(peers)))
 
 
 # --- operations that read the cluster when they execute ---------------------------------
@@ -369,7 +442,7 @@ def _node_files(data: Any, peers: dict[str, str]) -> list[Any]:
         src=StringIO(f"# Managed by onlyoffice-ha (ooha/layers/rabbitmq.py)\nNODENAME={node_name(host.name)}\n"),
         dest=ENV_FILE, mode="644",
     )
-    inetrc = files.template(
+    files.template(
         name="Peers for the Erlang resolver", src=str(TEMPLATES / "rabbitmq/rabbitmq-erl-inetrc.j2"),
         dest=INETRC_FILE, mode="644", peers=peers, jinja_env_kwargs=dict(JINJA),
     )
@@ -389,11 +462,14 @@ def _node_files(data: Any, peers: dict[str, str]) -> list[Any]:
         jinja_env_kwargs=dict(JINJA),
     )
     systemd.daemon_reload(name="Reload systemd units (RabbitMQ drop-in)", _if=drop_in.did_change)
-    return [cookie, env, inetrc, conf, plugins, drop_in]
+    # Not the inetrc: a running VM gets a peer's new address live (peers_resolved_live), never
+    # by a restart while a replaced peer is still out of the cluster.
+    return [cookie, env, conf, plugins, drop_in]
 
 
 def _service(data: Any, changed: list[Any]) -> None:
-    """Install (first start uses the files above), restart one node at a time on changes."""
+    """Install (first start uses the files above), restart one node at a time on changes
+    (the inetrc is not one: see peers_resolved_live)."""
     install = apt.packages(name="Install RabbitMQ", packages=list(data.rabbitmq_packages), no_recommends=True)
     systemd.service(
         name="Restart RabbitMQ (configuration changed)", service=SERVICE, restarted=True, _serial=True,
@@ -483,6 +559,8 @@ def rabbitmq() -> None:
     _refuse_cookie_change(_secret(host, "rabbitmq_erlang_cookie"))
     changed = _node_files(data, peers)
     _service(data, changed)
+    peers_resolved_live(name="Running RabbitMQ resolves its peers at their inventory addresses (live, no restart)",
+                        peers=peers)
     cluster_joined(name=f"RabbitMQ node joined the cluster of {node_name(seed_host())}",
                    seed=node_name(seed_host()), peers=[node_name(n) for n in peers if n != host.name], _serial=True)
     _cluster_objects(data)

@@ -26,7 +26,12 @@ this layer never templates a file that they own:
   Sentinel that remembers the old identity (a Sentinel id or replica address that is no
   longer real: ``stale_entries``) gets ``SENTINEL RESET``, one at a time, each waiting to
   re-discover the live replicas and Sentinels before the next (``sentinels_forget_stale``).
-  Nothing stale, nothing done: a normal rerun changes nothing.
+  Nothing stale, nothing done: a normal rerun changes nothing.  Both decisions are taken when
+  the operation executes, from the facts of that moment (pyinfra runs an operation's body
+  again at execute): planned without ``-y``, a decision that cannot be taken yet (the blank
+  host's Redis not installed, a failover still settling) shows as a "decided at execute time"
+  placeholder in the plan, and a refusal comes when it executes; nothing runs from plan-time
+  facts (the new-address drill's way back runs without ``-y``).
 
 Split brain: ``min-replicas-to-write 1`` with ``min-replicas-max-lag 5`` makes a primary
 that lost every replica (an AZ cut) refuse writes after 5 s, while the majority side's
