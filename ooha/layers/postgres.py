@@ -41,7 +41,9 @@ the certificates and config are pushed because the files are absent.
 The Document Server role and its databases (``onlyoffice`` and one per DS node,
 ooha/contract.py) are made on the leader at execute time, from the
 facts read then, by ``ds_database`` (the role's password is sent as a SCRAM verifier
-computed here, never as text).
+computed here, never as text).  The rollout engine's database ``ooha_ops`` (lock, journals,
+release ledger: ooha/facts/ooha_ops.py, templates/postgres/ooha_ops.sql) is made there too,
+by ``ops_database``, owned by the superuser (only the driver's ``psql`` as postgres uses it).
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
-from ooha.contract import (CONTRACT_DEFAULTS, contract_defaults, debian_cluster_dir, docs_hosts, node_database,
+from ooha.contract import (CONTRACT_DEFAULTS, contract_defaults, debian_cluster_dir, docs_hosts, node_compat_database,
+                           node_database,
                            postgres_bin_dir, postgres_packages)
 from ooha.layers.etcd import client_endpoints
 from ooha.pki import push_host_cert
@@ -71,6 +74,7 @@ from ooha.report import CheckResult, poll
 from ooha.settings import Settings, secret
 from ooha.templating import JINJA, TEMPLATES
 from ooha.facts.patroni import PatroniCluster, PatroniDynamicConfig, PostgresDsObjects
+from ooha.facts.ooha_ops import OPS_DATABASE, OohaOpsSchema, schema_missing, schema_sql
 
 PATRONI_CONFIG = "/etc/patroni/config.yml"
 PATRONI_PKI = "/etc/patroni/pki"
@@ -343,6 +347,37 @@ def ds_database(role: str, database: str, password: str, deadline: float = 180):
         host.noop(f"role {role} and database {database} are as wanted")
 
 
+@operation(is_idempotent=True)
+def ops_database(deadline: float = 180):
+    """Database ``ooha_ops`` and its schema (the rollout lock, journals, release ledger), on the
+    leader only, at execute time like ``ds_database``.
+
+    Created by and owned by the postgres superuser; the schema file runs in one transaction
+    (``psql -1``, on stdin) only when the database, a table or the schema version is missing,
+    so a rerun changes nothing.  Why here: the ledger lives in the cluster and its backups,
+    and the driver must find it ready before it takes the lock (Store.ready).
+    """
+    if not _executing():
+        return
+    view = _wait_for_cluster(deadline)
+    if not view or not view.get("leader"):
+        raise_no_leader(deadline)
+    if view["leader"] != host.name:
+        host.noop(f"not the leader ({view['leader']} is)")
+        return
+    objects = host.get_fact(OohaOpsSchema, database=OPS_DATABASE)
+    if objects is None or objects["in_recovery"]:
+        raise_no_leader(deadline)
+    missing = schema_missing(objects)
+    if not missing:
+        host.noop(f"database {OPS_DATABASE} and its tables are as wanted")
+        return
+    psql = ["runuser", "-u", "postgres", "--", "psql", "-h", "/var/run/postgresql", "-XAtq", "-v", "ON_ERROR_STOP=1"]
+    if not objects["db_exists"]:
+        yield StringCommand(*psql, "-c", QuoteString(f'CREATE DATABASE "{OPS_DATABASE}" ENCODING \'UTF8\''))
+    yield StringCommand(*psql, "-1", "-d", OPS_DATABASE, "-f", "-", _stdin=schema_sql())
+
+
 # --- the layer --------------------------------------------------------------------------
 
 
@@ -351,8 +386,10 @@ def _members() -> list[dict[str, str]]:
 
 
 def _clients(shared: str) -> list[dict[str, Any]]:
-    """DS hosts and the databases each may reach: the shared one and ITS OWN node database only."""
-    return [{"name": m.name, "address": m.data.private_address, "databases": [shared, node_database(m.name)]}
+    """DS hosts and the databases each may reach: the shared one, ITS OWN node database only, and
+    its compat gate's scratch database (ooha/rollout/live/compat.py; absent between rollouts)."""
+    return [{"name": m.name, "address": m.data.private_address,
+             "databases": [shared, node_database(m.name), node_compat_database(m.name)]}
             for m in inventory.get_group("docs")]
 
 
@@ -443,6 +480,7 @@ def postgres() -> None:
     for database in ds_databases(data.postgres_ds_database):
         ds_database(name=f"Document Server role and database {database}", role=data.postgres_ds_role,
                     database=database, password=secrets["postgres_ds_password"], deadline=deadline)
+    ops_database(name=f"Rollout database {OPS_DATABASE} (lock, journals, release ledger)", deadline=deadline)
     member_running(name="This member running (leader, or replica streaming: a blank member's clone)",
                    deadline=float(data.patroni_clone_deadline))
 
