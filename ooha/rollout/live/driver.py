@@ -32,6 +32,7 @@ from typing import Any, Callable
 from ooha.rollout import gates, ledger, lock as lk
 from ooha.rollout.drain import transition_allowed
 from ooha.rollout.live import remote
+from ooha.rollout.live.store import Store, StoreError
 from ooha.rollout.journal import Journal, Phase, Status, decide_start, interrupt, new_journal, record, resume
 from ooha.rollout.ledger import NodeRelease
 from ooha.rollout.options import RolloutOptions
@@ -100,8 +101,6 @@ class Driver:
     """One rollout from preflight to its end (or to an interruption)."""
 
     def __init__(self, fleet: Fleet, ctx: Context) -> None:
-        from ooha.rollout.live.store import Store
-
         self.fleet = fleet
         self.ctx = ctx
         self.store = Store(fleet.postgres)
@@ -308,7 +307,7 @@ class Driver:
                 record(journal, ok, time.time(), detail)
                 self.save()
             return self.finish()
-        except (lk.LockLost, Stop) as error:
+        except (lk.LockLost, Stop, StoreError) as error:
             self.say(f"stopped: {error}; the journal stays open: rerun the same command to resume")
             return 1
 
@@ -648,7 +647,7 @@ def run_rollout(inventory: Any, kind: str, wanted: ImageRef | None, options: Rol
         signal.signal(sig, on_signal)
     try:
         return driver.run()
-    except Stop as error:
+    except (Stop, StoreError) as error:
         ctx.out(f"refused: {error}")
         return 1
     finally:
