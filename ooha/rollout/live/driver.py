@@ -452,8 +452,7 @@ class Driver:
             for node in samples:
                 now_counts = observe.lb_counters(self.fleet.lbs, node)
                 _, health, _ = observe.node_health(self.fleet.doc(node))
-                requests = {lb: now_counts.get(lb, (0, 0))[0] - before[node].get(lb, (0, 0))[0] for lb in now_counts}
-                errors = {lb: now_counts.get(lb, (0, 0))[1] - before[node].get(lb, (0, 0))[1] for lb in now_counts}
+                requests, errors = observe.counter_delta(before[node], now_counts)
                 samples[node].append(gates.SoakSample(time.time(), health, requests, errors))
                 before[node] = now_counts
             if time.time() - last_print >= PROGRESS_EVERY_S:
@@ -464,12 +463,15 @@ class Driver:
         results = []
         states = self.states()
         names = [h.name for h in self.fleet.docs]
+        whys = []
         for node, node_samples in samples.items():
-            session = observe.synthetic_session(self.front_door(), node, names, states, self.ca_file())
+            session, why = observe.synthetic_session_detail(self.front_door(), node, names, states, self.ca_file())
+            if not session:
+                whys.append(f"{node}: synthetic session: {why}")
             results.append(gates.soak_gate(node, node_samples, session, opts.limits(), tuple(lb.name for lb in self.fleet.lbs)))
         problems = gates.problems_of(results)
         if problems:
-            return False, "; ".join(problems)
+            return False, "; ".join(problems + whys)
         self.ledger_update(verified=True)
         return True, "; ".join(r.detail for r in results) + ", synthetic session opened"
 
@@ -678,6 +680,7 @@ def run_from_deploy(kind: str) -> None:
 
     if getattr(state, "_ooha_rollout_status", None) is not None:
         return
+    state._ooha_rollout_status = "running"  # before anything that yields: one rollout per CLI run
     argv = list(sys.argv)
     data = host.data
     wanted: ImageRef | None = None
