@@ -17,7 +17,7 @@ lab: lab-up deploy
 
 # make runs the gate first and stops there if it fails: no lab is built for a red gate.
 test: gate lab-up
-	$(PYTEST) tests/standin tests/integration
+	$(PYTEST) --durations=30 tests/standin tests/integration
 
 # The fast gate: no lab, no Docker; under two minutes on 2 cores.
 gate: venv
