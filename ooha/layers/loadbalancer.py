@@ -18,6 +18,15 @@ requests for one document during a node failure reached two different nodes (see
 DS-host-stop drill).  Requests without a key use ``ds_all`` (least_conn, nginx's own passive
 failure detection).  The Lua is templates/loadbalancer/ooha_shard.lua.j2.
 
+Node states (the rollout's drain, ooha/rollout/drain.py mirrors the rule): a Redis hash
+``lb_node_state_key`` maps node -> active|draining|out, cached per nginx worker for
+``lb_node_state_cache_ms``.  New documents go to the first ACTIVE node of their ranking,
+documents on a draining node stay there, entries naming an out node are re-pointed before the
+request is routed; retries prefer active nodes and never try an out one.  Requests without a
+key stay on ``ds_all`` while every node is active (nginx cannot mark a server down at run time
+without its commercial API), and go round-robin over the active nodes through the Lua balancer
+while one is not: a node being replaced gets no request at all.
+
 Redis unreachable or slower than ``lb_redis_timeout_ms`` (1500 ms): the rendezvous hash
 decides (logged ``shard table unavailable``), for availability.  The trade-off: a document
 that had MOVED (its node failed earlier) goes back to its hash node for that request, which
@@ -112,6 +121,13 @@ LOADBALANCER_DEFAULTS: dict[str, Any] = {
     "lb_redis_timeout_ms": 1500,
     "lb_shard_key_prefix": "ooha:shard:",
     "lb_shard_ttl": 86400,
+    # Node states (drain, ooha/rollout/drain.py): a Redis hash node -> active|draining|out
+    # written by the rollout driver; absent or unknown = active.  Outside the shard prefix, so
+    # no document key can name it.
+    "lb_node_state_key": "ooha:nodestate",
+    # Each nginx worker keeps the hash this long (100..10000 ms): a request pays no extra Redis
+    # round trip most of the time; a writer waits twice this before counting on it.
+    "lb_node_state_cache_ms": 1000,
     # Seconds the report waits for the VIP election and the front door after a change.
     "lb_settle_seconds": 30,
 }
@@ -228,6 +244,26 @@ def certificate_problems(cert_path: Any, key_path: Any) -> list[str]:
     return problems
 
 
+def node_state_problems(target: Any) -> list[str]:
+    """The node-state hash's key and cache: a Redis key the Lua can name, outside the shard prefix."""
+    problems = []
+    key, prefix = _value(target, "lb_node_state_key"), _value(target, "lb_shard_key_prefix")
+    if not isinstance(key, str) or not key or any(c.isspace() for c in key):
+        problems.append(f"all: lb_node_state_key: {key!r}; fix: a non-empty Redis key without spaces, e.g. \"ooha:nodestate\"")
+    elif isinstance(prefix, str) and prefix and key.startswith(prefix):
+        problems.append(f"all: lb_node_state_key: {key!r} is inside lb_shard_key_prefix {prefix!r} (a document key could "
+                        "name it); fix: a key outside the prefix, e.g. \"ooha:nodestate\"")
+    cache = _value(target, "lb_node_state_cache_ms")
+    if isinstance(cache, bool) or not isinstance(cache, int) or not 100 <= cache <= 10000:
+        problems.append(f"all: lb_node_state_cache_ms: {cache!r}; fix: milliseconds between 100 and 10000 (default 1000)")
+    return problems
+
+
+def node_state_settings(target: Any) -> tuple[str, int]:
+    """(lb_node_state_key, lb_node_state_cache_ms) as this LB host's Lua uses them (for the rollout driver)."""
+    return str(_value(target, "lb_node_state_key")), int(_value(target, "lb_node_state_cache_ms"))
+
+
 def input_problems(target: Any) -> list[str]:
     """Everything wrong with this layer's inputs, one line each: host, field, fix."""
     problems: list[str] = []
@@ -267,6 +303,7 @@ def input_problems(target: Any) -> list[str]:
     for key in ("lb_max_fails", "lb_next_upstream_tries", "ds_http_port", "lb_redis_port", "lb_shard_ttl", "lb_worker_connections"):
         if not isinstance(_value(target, key), int) or _value(target, key) <= 0:
             problems.append(f"all: {key}: {_value(target, key)!r}; fix: a positive integer")
+    problems += node_state_problems(target)
     nodes = ds_nodes(80)
     if not nodes:
         problems.append("docs: group is empty; fix: the load balancers need Document Server hosts")
@@ -305,6 +342,9 @@ def nginx_vars(target: Any, conf_dir: str) -> dict[str, Any]:
         "lua_redis_password": lua_string(secret(target, "redis_password")),
         "ttl": int(_value(target, "lb_shard_ttl")),
         "redis_timeout_ms": int(_value(target, "lb_redis_timeout_ms")),
+        "node_state_key": str(_value(target, "lb_node_state_key")),
+        "lua_node_state_key": lua_string(str(_value(target, "lb_node_state_key"))),
+        "node_state_cache_ms": int(_value(target, "lb_node_state_cache_ms")),
     }
 
 
