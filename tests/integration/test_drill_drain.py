@@ -239,3 +239,125 @@ def test_draining_then_out_then_active_steers_documents_and_requests(front: dict
             nodestate.clear_state(redis_host, KEY, victim)
     print(f"\ndrain drill: {victim} draining/out/active through both LBs in {time.monotonic() - started:.0f} s")
     assert nodestate.read_states(redis_host, KEY).get(victim) is None
+
+
+_GLUE_HARNESS = """
+package.path = "{conf_dir}/?.lua;" .. package.path
+local SCORES = {{ {scores} }}
+local R = {{ fail = false, states = {{}}, tbl = {{}}, hgetall = 0, now = 1000, logs = {{}} }}
+local NULL = setmetatable({{}}, {{ __tostring = function() return "null" end }})
+local client = {{}}
+function client.set_timeout() end
+function client.connect() if R.fail then return nil, "refused" end return true end
+function client.get_reused_times() return 1 end
+function client.set_keepalive() return true end
+function client.close() return true end
+function client.hgetall(_, key)
+  R.hgetall = R.hgetall + 1
+  local flat = {{}}
+  for name, value in pairs(R.states) do flat[#flat + 1] = name flat[#flat + 1] = value end
+  return flat
+end
+function client.getex(_, key) return R.tbl[key] or NULL end
+function client.get(_, key) return R.tbl[key] or NULL end
+function client.set(_, key, value) if R.tbl[key] then return NULL end R.tbl[key] = value return "OK" end
+function client.eval(_, _, _, key, from, to) if R.tbl[key] == from then R.tbl[key] = to return "OK" end return NULL end
+package.preload["nginx.redis"] = function() return {{ new = function() return setmetatable({{}}, {{ __index = client }}) end }} end
+package.preload["ngx.balancer"] = function() return {{}} end
+ngx = {{ shared = {{ ooha_down = {{ get = function() return nil end }} }}, null = NULL,
+        crc32_long = function(s) return SCORES[s] end, now = function() return R.now end,
+        log = function(_, ...) R.logs[#R.logs + 1] = table.concat({{ ... }}) end, WARN = 0,
+        re = {{ match = function() return nil end }}, req = {{}}, var = {{}}, ctx = {{}} }}
+local M = require "{module}"
+local function names(list)
+  local out = {{}}
+  for i, node in ipairs(list or {{}}) do out[i] = node.name end
+  return table.concat(out, ",")
+end
+local function count(text)
+  local n = 0
+  for _, line in ipairs(R.logs) do if line:find(text, 1, true) then n = n + 1 end end
+  return n
+end
+local function request(label, key)
+  ngx.var = {{ ds_upstream = "ds_all", uri = "/x" }}
+  ngx.ctx = {{}}
+  ngx.req.get_uri_args = function() return key and {{ shardkey = key }} or {{}} end
+  M.route()
+  print(table.concat({{ label, key or "", ngx.var.ds_upstream, names(ngx.ctx.ooha_candidates),
+    key and (R.tbl["{prefix}" .. key] or "") or "", R.hgetall, count("node states unavailable"),
+    count("node states readable again") }}, "|"))
+end
+{steps}
+"""
+
+
+def test_the_live_lua_reads_states_through_its_cache_and_survives_a_lost_redis(front: dict[str, Any]) -> None:
+    """The deployed Lua's Redis glue (lookup, node_states, route, route_keyless) with a fake
+    lua-resty-redis: first sight on an active node, an out entry re-pointed, requests without a
+    key steered only while a node is not active, the hash read once per cache period, and a lost
+    Redis = every node active, logged once, read again at once when Redis answers."""
+    nodes = hosts_in(front, "docs")
+    victim = nodes[1]
+    prefix = LOADBALANCER_DEFAULTS["lb_shard_key_prefix"]
+    cache_s = LOADBALANCER_DEFAULTS["lb_node_state_cache_ms"] / 1000
+    keys = {name: key_for(victim, nodes, f"glue-{name}") for name in ("new", "held", "late", "lost", "back")}
+    scores = ", ".join(f"[{lua_string(f'{n}{chr(0)}{k}')}] = {zlib.crc32(f'{n}{chr(0)}{k}'.encode())}"
+                       for n in nodes for k in keys.values())
+    q = lua_string
+    steps = "\n".join([
+        f"R.states = {{ [{q(victim)}] = 'draining' }}",
+        f"request('draining-new', {q(keys['new'])})",
+        "request('draining-keyless', nil)",
+        f"R.states = {{ [{q(victim)}] = 'out' }}",
+        f"R.tbl[{q(prefix + keys['held'])}] = {q(victim)}",
+        f"request('cached-held', {q(keys['held'])})",  # within the cache: still draining, kept
+        f"R.now = R.now + {cache_s + 0.01}",
+        f"request('out-held', {q(keys['held'])})",
+        "request('out-keyless', nil)",
+        "R.states = {}",
+        f"R.now = R.now + {cache_s + 0.01}",
+        "request('active-keyless', nil)",
+        f"R.states = {{ [{q(victim)}] = 'out' }}",
+        "R.fail = true",
+        f"R.now = R.now + {cache_s + 0.01}",
+        f"request('lost-1', {q(keys['lost'])})",
+        f"request('lost-2', {q(keys['lost'])})",
+        "request('lost-keyless', nil)",
+        "R.fail = false",
+        f"request('back', {q(keys['back'])})",
+    ])
+    script = _GLUE_HARNESS.format(conf_dir=CONF_DIR, module=LUA_MODULE.removesuffix(".lua"), scores=scores,
+                                  prefix=prefix, steps=steps)
+    rc, out = ssh(front, "lb1", "sudo luajit - <<'OOHA_LUA'\n" + script + "\nOOHA_LUA")
+    assert rc == 0, out[-2000:]
+    rows = {f[0]: f[1:] for f in (line.split("|") for line in out.splitlines()) if len(f) == 8}
+    assert len(rows) == 10, out[-2000:]
+
+    def row(label: str) -> tuple[str, list[str], str, int, int, int]:
+        _, upstream, candidates, entry, reads, lost, back = rows[label]
+        return upstream, candidates.split(",") if candidates else [], entry, int(reads), int(lost), int(back)
+
+    draining, out_ = {victim: "draining"}, {victim: "out"}
+    first = drain.first_sight_node(nodes, keys["new"], draining)
+    assert first != victim
+    assert row("draining-new") == ("ds_shard", drain.candidate_order(nodes, keys["new"], first, draining), first, 1, 0, 0)
+    assert row("draining-keyless")[:2] == ("ds_shard", drain.keyless_order(nodes, draining, 1))
+    # the hash is cached: a change within the period is not seen, no extra read
+    assert row("cached-held") == ("ds_shard", drain.candidate_order(nodes, keys["held"], victim, draining), victim, 1, 0, 0)
+    moved = drain.first_sight_node(nodes, keys["held"], out_)
+    assert row("out-held") == ("ds_shard", drain.candidate_order(nodes, keys["held"], moved, out_), moved, 2, 0, 0)
+    assert victim not in row("out-held")[1] and victim not in row("out-keyless")[1]
+    assert row("out-keyless")[:2] == ("ds_shard", drain.keyless_order(nodes, out_, 2))
+    assert row("active-keyless")[:2] == ("ds_all", [])  # every node active: least_conn as always
+    # Redis lost: every node active (the plain hash), logged once, nothing read
+    hashed = drain.first_sight_node(nodes, keys["lost"], {})
+    assert hashed == victim
+    for label in ("lost-1", "lost-2"):
+        assert row(label)[:2] == ("ds_shard", drain.candidate_order(nodes, keys["lost"], hashed, {})), label
+        assert row(label)[4] == 1, label
+    assert row("lost-keyless")[:2] == ("ds_all", [])
+    # Redis back: the unknown states are read again at once, not after the period
+    upstream, candidates, entry, _, lost, back = row("back")
+    assert entry == drain.first_sight_node(nodes, keys["back"], out_) != victim and victim not in candidates
+    assert (lost, back) == (1, 1)
