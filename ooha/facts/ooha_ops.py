@@ -20,7 +20,7 @@ from ooha.templating import TEMPLATES
 OPS_DATABASE = "ooha_ops"
 OPS_TABLES = ("rollout_lock", "rollout", "node_release")
 OPS_SCHEMA_FILE = TEMPLATES / "postgres" / "ooha_ops.sql"
-OPS_SCHEMA_VERSION = 1
+OPS_SCHEMA_VERSION = 2
 OPS_SCHEMA_COMMENT = f"ooha_ops schema {OPS_SCHEMA_VERSION}"
 """Written by the schema file (COMMENT ON DATABASE) as its last statement: a database whose
 comment differs gets the (idempotent) schema file again, the way a later version adds columns."""

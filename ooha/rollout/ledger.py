@@ -25,15 +25,18 @@ class NodeRelease:
     rollout_id: str | None
     previous: ImageRef | None = None
     healthy_verified: bool = False  # passed the health gate AND the soak with ``current``
+    previous_verified: bool = False  # ``previous`` had (kept when ``current`` is replaced)
 
     def to_dict(self) -> dict[str, Any]:
         return {"node": self.node, "current": self.current.to_dict(), "since": self.since, "rollout_id": self.rollout_id,
-                "previous": self.previous.to_dict() if self.previous else None, "healthy_verified": self.healthy_verified}
+                "previous": self.previous.to_dict() if self.previous else None, "healthy_verified": self.healthy_verified,
+                "previous_verified": self.previous_verified}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "NodeRelease":
         return cls(str(d["node"]), ImageRef.from_dict(d["current"]), float(d["since"]), d.get("rollout_id"),
-                   ImageRef.from_dict(d["previous"]) if d.get("previous") else None, bool(d.get("healthy_verified", False)))
+                   ImageRef.from_dict(d["previous"]) if d.get("previous") else None, bool(d.get("healthy_verified", False)),
+                   bool(d.get("previous_verified", False)))
 
 
 def node_changed(old: NodeRelease | None, node: str, running: ImageRef, now: float, rollout_id: str | None,
@@ -42,8 +45,10 @@ def node_changed(old: NodeRelease | None, node: str, running: ImageRef, now: flo
     or a first sighting by the report).  Same image: keep ``since``/``previous`` (idempotent);
     a different image: the old current becomes previous."""
     if old is not None and old.current == running:
-        return NodeRelease(node, running, old.since, old.rollout_id, old.previous, old.healthy_verified or verified)
-    return NodeRelease(node, running, now, rollout_id, old.current if old else None, verified)
+        return NodeRelease(node, running, old.since, old.rollout_id, old.previous, old.healthy_verified or verified,
+                           old.previous_verified)
+    return NodeRelease(node, running, now, rollout_id, old.current if old else None, verified,
+                       bool(old and old.healthy_verified))
 
 
 def node_reverted(before: NodeRelease | None, node: str, running: ImageRef, now: float, rollout_id: str | None) -> NodeRelease:
@@ -91,6 +96,7 @@ def verified_images(rows: list[NodeRelease], records: list[RolloutRecord]) -> se
     compat gate only for these.
     """
     refs = {row.current.ref for row in rows if row.healthy_verified}
+    refs |= {row.previous.ref for row in rows if row.previous is not None and row.previous_verified}
     for rec in records:
         if any(p["phase"] == Phase.SOAK.value and p["ok"] for p in rec.phases):
             refs.add(rec.target.ref)

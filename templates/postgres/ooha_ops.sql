@@ -46,6 +46,9 @@ CREATE TABLE IF NOT EXISTS node_release (
     previous         jsonb,                   -- ImageRef.to_dict() or NULL
     healthy_verified boolean NOT NULL DEFAULT false
 );
+-- Schema 2: whether the previous image had passed health + soak here (rollback.py skips the
+-- compat gate for it); kept when a rollout replaces the current one.
+ALTER TABLE node_release ADD COLUMN IF NOT EXISTS previous_verified boolean NOT NULL DEFAULT false;
 
 -- Last: the version this file makes (the layer compares it with OPS_SCHEMA_COMMENT).
-COMMENT ON DATABASE ooha_ops IS 'ooha_ops schema 1';
+COMMENT ON DATABASE ooha_ops IS 'ooha_ops schema 2';

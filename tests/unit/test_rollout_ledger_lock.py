@@ -99,3 +99,18 @@ def test_heartbeat_fences_a_lost_lock() -> None:
 def test_lock_timing_rule() -> None:
     assert K.timing_problems(300.0, 30.0) == []
     assert K.timing_problems(60.0, 30.0)
+
+
+def test_a_previous_release_that_ran_healthy_here_stays_verified_after_a_patch() -> None:
+    """rollback.py skips the compat gate for the release the fleet ran healthy before a patch."""
+    from ooha.rollout.ledger import NodeRelease, node_changed, verified_images
+    from ooha.rollout.release import ImageRef
+
+    old, new = ImageRef("ds", "9.3.0.1"), ImageRef("ds", "9.3.1.2")
+    first = node_changed(None, "ds1", old, 1.0, None, True)           # first sighting: serving, healthy
+    after = node_changed(first, "ds1", new, 2.0, "r1", False)          # the patch's RETURN
+    assert after.previous == old and after.previous_verified and not after.healthy_verified
+    assert verified_images([after], []) == {old.ref}
+    assert NodeRelease.from_dict(after.to_dict()) == after
+    unverified = node_changed(node_changed(None, "ds1", old, 1.0, None, False), "ds1", new, 2.0, "r1", False)
+    assert verified_images([unverified], []) == set()

@@ -169,12 +169,12 @@ def test_schema_file_and_the_layers_fact() -> None:
     for table in OPS_TABLES:
         assert f"CREATE TABLE IF NOT EXISTS {table} (" in text
     assert f"COMMENT ON DATABASE ooha_ops IS '{OPS_SCHEMA_COMMENT}';" in text
-    seen = parse_ops_schema(["ooha_ops|ooha_ops schema 1|false", "----ooha-ops-tables----", "node_release,rollout,rollout_lock"])
+    seen = parse_ops_schema([f"ooha_ops|{OPS_SCHEMA_COMMENT}|false", "----ooha-ops-tables----", "node_release,rollout,rollout_lock"])
     assert seen == {"db_exists": True, "comment": OPS_SCHEMA_COMMENT, "tables": list(sorted(OPS_TABLES)), "in_recovery": False}
     assert schema_missing(seen) == []
     assert schema_missing(parse_ops_schema(["||false", "----ooha-ops-tables----"])) == ["database ooha_ops"]
     old = parse_ops_schema(["ooha_ops||false", "----ooha-ops-tables----", "rollout"])
-    assert schema_missing(old) == ["table rollout_lock", "table node_release", "schema version 1 (found none)"]
+    assert schema_missing(old) == ["table rollout_lock", "table node_release", f"schema version {OPS_SCHEMA_COMMENT.split()[-1]} (found none)"]
     assert parse_ops_schema([]) is None
 
 

@@ -219,13 +219,15 @@ def sql_put_releases(rows: list[NodeRelease], token: str | None) -> str:
              else "SELECT 1")
     return script(
         f"WITH l AS ({fence}), "
-        "w AS (INSERT INTO node_release (node, current, since, rollout_id, previous, healthy_verified) "
-        "SELECT r.node, r.current, r.since, r.rollout_id, NULLIF(r.previous, 'null'::jsonb), r.healthy_verified "
+        "w AS (INSERT INTO node_release (node, current, since, rollout_id, previous, healthy_verified, previous_verified) "
+        "SELECT r.node, r.current, r.since, r.rollout_id, NULLIF(r.previous, 'null'::jsonb), r.healthy_verified, "
+        "coalesce(r.previous_verified, false) "
         f"FROM jsonb_to_recordset({literal(list(by_node.values()))}) AS r(node text, current jsonb, "
-        "since double precision, rollout_id text, previous jsonb, healthy_verified boolean) "
+        "since double precision, rollout_id text, previous jsonb, healthy_verified boolean, previous_verified boolean) "
         "WHERE EXISTS (SELECT 1 FROM l) "
         "ON CONFLICT (node) DO UPDATE SET current = EXCLUDED.current, since = EXCLUDED.since, "
-        "rollout_id = EXCLUDED.rollout_id, previous = EXCLUDED.previous, healthy_verified = EXCLUDED.healthy_verified "
+        "rollout_id = EXCLUDED.rollout_id, previous = EXCLUDED.previous, healthy_verified = EXCLUDED.healthy_verified, "
+        "previous_verified = EXCLUDED.previous_verified "
         "RETURNING 1) "
         "SELECT jsonb_build_object('lock', (SELECT count(*) FROM l), 'rows', (SELECT count(*) FROM w));")
 
