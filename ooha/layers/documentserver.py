@@ -204,6 +204,18 @@ def release_of(release_lines: list[str] | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def same_release(recorded: str, wanted: str) -> bool:
+    """``recorded`` (a rollout's ``image:tag[@digest]``) is the release ``wanted`` names: same
+    image and tag, and the same digest when ``wanted`` pins one (a tag alone is satisfied by
+    the digest it was pulled as)."""
+    def split(ref: str) -> tuple[str, str | None]:
+        base, _, digest = ref.partition("@")
+        return base, digest or None
+
+    (rec_base, rec_digest), (want_base, want_digest) = split(recorded), split(wanted)
+    return rec_base == want_base and (want_digest is None or want_digest == rec_digest)
+
+
 def release_guard(target: Any, release_lines: list[str] | None) -> None:
     """Refuse (DeployError) to move a node off the release a rollout put it on, unless told why.
 
@@ -216,7 +228,7 @@ def release_guard(target: Any, release_lines: list[str] | None) -> None:
         return
     recorded = release_of(release_lines)  # absent or unreadable: the container rules apply
     ref = str(recorded.get("ref") or "")
-    if ref and ref != image_ref(target):
+    if ref and not same_release(ref, image_ref(target)):
         version = ref.rsplit("@", 1)[0].rsplit(":", 1)[-1]
         raise DeployError(
             f"{target.name}: ds_version: the node runs {ref} (rollout {recorded.get('rollout_id')}) but the inventory "

@@ -318,3 +318,13 @@ def test_release_guard_refuses_to_move_a_node_off_the_release_a_rollout_put_it_o
     release_guard(target(ds_image="reg:5000/ds", ds_version="9.3.0.1", ds_release_change="r1"), marker)  # the driver's wave
     release_guard(node, None)            # never rolled out: the main job owns the version
     release_guard(node, ["not json"])    # unreadable marker: the container rules apply
+
+
+def test_same_release_accepts_the_digest_a_tag_was_pulled_as() -> None:
+    from ooha.layers.documentserver import same_release
+
+    pinned = "reg:5000/ds:9.3.0.1@sha256:" + "a" * 64
+    assert same_release(pinned, "reg:5000/ds:9.3.0.1")
+    assert same_release(pinned, pinned)
+    assert not same_release(pinned, "reg:5000/ds:9.3.0.1@sha256:" + "b" * 64)
+    assert not same_release("reg:5000/ds:9.3.1.2", "reg:5000/ds:9.3.0.1")

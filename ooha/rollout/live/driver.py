@@ -530,6 +530,20 @@ class Driver:
                 rows.append(ledger.node_changed(current.get(node), node, running, time.time(), journal.rollout_id, verified))
         self.store.put_releases(rows, self.token)
 
+    def deployable(self, image: ImageRef) -> ImageRef:
+        """The reference a wave deploys: the operator's own (patch target as asked), else the
+        image and tag with the digest only if the inventory pins one for that tag.
+
+        Observations carry the digest a node was pulled as (the ledger's audit); deploying
+        it as ``tag@digest`` when the inventory says ``tag`` would make every later main job
+        see another image reference and recreate the container.
+        """
+        if self.ctx.wanted is not None and image == self.ctx.wanted:
+            return image
+        data = self.fleet.data()
+        pinned = data.get("ds_image_digest") if str(data.get("ds_version")) == image.version else None
+        return ImageRef(image.image, image.version, pinned or None)
+
     def mark_release(self, node: str, image: ImageRef) -> None:
         """Record on the node, before it moves, the release this rollout puts it on: from then on
         the main job refuses to move it elsewhere unless told why (documentserver ``release_guard``)."""
@@ -556,6 +570,7 @@ class Driver:
         """The main job on ``nodes`` with only the documentserver layer and ``image`` (a subprocess)."""
         journal = self.journal
         assert journal is not None
+        image = self.deployable(image)
         args = wave_command(self.ctx.argv, nodes, image, journal.rollout_id)
         for node in nodes:
             self.mark_release(node, image)
