@@ -188,7 +188,7 @@ CASES: list[Case] = [
          args=("--data", "restore_host=ds1", "--data", "restore_snapshot=last-tuesday")),
     Case("patch-soak-not-a-number", "rollout_soak_seconds", job="patch.py",
          args=("--data", "ds_version=9.3.1.2", "--data", "rollout_soak_seconds=soon")),
-    Case("patch-version-floating", "ds_version", "ds1", job="patch.py", args=("--data", "ds_version=latest")),
+    Case("patch-version-not-a-tag", "ds_version", "ds1", job="patch.py", args=("--data", "ds_version=:9.3.1.2")),
     Case("rollback-stale-bound-under-three-heartbeats", "rollout_lock_stale_seconds", job="rollback.py",
          args=("--data", "rollout_lock_stale_seconds=60")),
 ]
