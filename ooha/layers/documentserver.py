@@ -205,15 +205,17 @@ def release_of(release_lines: list[str] | None) -> dict[str, Any]:
 
 
 def same_release(recorded: str, wanted: str) -> bool:
-    """``recorded`` (a rollout's ``image:tag[@digest]``) is the release ``wanted`` names: same
-    image and tag, and the same digest when ``wanted`` pins one (a tag alone is satisfied by
-    the digest it was pulled as)."""
-    def split(ref: str) -> tuple[str, str | None]:
-        base, _, digest = ref.partition("@")
-        return base, digest or None
+    """``recorded`` (the reference a rollout deployed, ``image:tag[@digest]``) is exactly what
+    the inventory asks for.  Exact, digest included: the container's spec compares the same
+    string, so ``tag`` against a deployed ``tag@digest`` would recreate every node at once."""
+    return recorded.strip() == wanted.strip()
 
-    (rec_base, rec_digest), (want_base, want_digest) = split(recorded), split(wanted)
-    return rec_base == want_base and (want_digest is None or want_digest == rec_digest)
+
+def release_keys(ref: str) -> str:
+    """The inventory keys that name ``ref``: ``ds_version=X`` (and ``ds_image_digest=D``)."""
+    base, _, digest = ref.partition("@")
+    keys = f"ds_version={base.rsplit(':', 1)[-1]}"
+    return f"{keys} and ds_image_digest={digest}" if digest else keys
 
 
 def release_guard(target: Any, release_lines: list[str] | None) -> None:
@@ -229,10 +231,9 @@ def release_guard(target: Any, release_lines: list[str] | None) -> None:
     recorded = release_of(release_lines)  # absent or unreadable: the container rules apply
     ref = str(recorded.get("ref") or "")
     if ref and not same_release(ref, image_ref(target)):
-        version = ref.rsplit("@", 1)[0].rsplit(":", 1)[-1]
         raise DeployError(
             f"{target.name}: ds_version: the node runs {ref} (rollout {recorded.get('rollout_id')}) but the inventory "
-            f"says {image_ref(target)}; fix: set ds_version={version} in the inventory, or change releases with "
+            f"says {image_ref(target)}; fix: set {release_keys(ref)} in the inventory, or change releases with "
             "deploys/patch.py / deploys/rollback.py (or --data ds_release_change=<why> to force it)")
 
 
@@ -642,9 +643,9 @@ def check_documentserver_once(target: Any) -> CheckResult:
     release = release_of(target.get_fact(FileContents, path=RELEASE_FILE))
     if current["image"] != wanted:
         if release.get("ref") == current["image"]:
-            version = str(release["ref"]).rsplit("@", 1)[0].rsplit(":", 1)[-1]
             return CheckResult(False, f"container runs {current['image']} (rollout {release.get('rollout_id')}), the inventory "
-                               f"says {wanted}", f"set ds_version={version} in the inventory, or deploys/rollback.py", final=True)
+                               f"says {wanted}", f"set {release_keys(str(release['ref']))} in the inventory, or deploys/rollback.py",
+                               final=True)
         return CheckResult(False, f"container runs {current['image']}, wanted {wanted}", "rerun the deploy", final=True)
     url = base_url(target)
     example_on = bool(_value(target, "ds_example_enabled"))

@@ -320,11 +320,15 @@ def test_release_guard_refuses_to_move_a_node_off_the_release_a_rollout_put_it_o
     release_guard(node, ["not json"])    # unreadable marker: the container rules apply
 
 
-def test_same_release_accepts_the_digest_a_tag_was_pulled_as() -> None:
-    from ooha.layers.documentserver import same_release
+def test_same_release_is_exact_and_the_fix_names_every_key() -> None:
+    from pyinfra.api.exceptions import DeployError
+
+    from ooha.layers.documentserver import release_guard, release_keys, same_release
 
     pinned = "reg:5000/ds:9.3.0.1@sha256:" + "a" * 64
-    assert same_release(pinned, "reg:5000/ds:9.3.0.1")
     assert same_release(pinned, pinned)
-    assert not same_release(pinned, "reg:5000/ds:9.3.0.1@sha256:" + "b" * 64)
+    assert not same_release(pinned, "reg:5000/ds:9.3.0.1")   # the spec would recreate every node
     assert not same_release("reg:5000/ds:9.3.1.2", "reg:5000/ds:9.3.0.1")
+    assert release_keys(pinned) == f"ds_version=9.3.0.1 and ds_image_digest=sha256:{'a' * 64}"
+    with pytest.raises(DeployError, match="ds_image_digest=sha256:a"):
+        release_guard(target(ds_image="reg:5000/ds", ds_version="9.3.0.1"), ['{"ref": "%s", "rollout_id": "r1"}' % pinned])

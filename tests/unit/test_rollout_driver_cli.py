@@ -57,3 +57,10 @@ def test_each_bad_rollout_key_is_one_line_naming_it_and_the_fix(data: dict, fiel
     assert len(lines) == 1 and lines[0].startswith(f"{field}: ") and "fix:" in lines[0]
     with pytest.raises(ValueError):
         rollout_options(data)
+
+
+def test_the_operators_limit_and_exclude_never_reach_a_wave() -> None:
+    args = wave_command(["pyinfra", "inv.py", "deploys/patch.py", "--limit", "ds1", "--exclude=ds3", "--data", "ds_version=2"],
+                       ["ds2"], ImageRef("ds", "2"))
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--limit"] == ["ds2"]
+    assert not any(a.startswith("--exclude") for a in args) and "ds1" not in args

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ooha.rollout import gates, ledger, lock as lk
-from ooha.rollout.drain import transition_allowed
+from ooha.rollout.drain import settle_seconds, transition_allowed
 from ooha.rollout.live import remote
 from ooha.rollout.live.store import Store, StoreError
 from ooha.rollout.journal import Journal, Phase, Status, decide_start, interrupt, new_journal, record, resume
@@ -42,9 +42,6 @@ from ooha.rollout.release import ImageRef
 
 RECORD_DIR = Path(".ooha/rollouts")
 """Controller copy of every journal (the cluster's copy is the one that counts)."""
-
-SETTLE_FACTOR = 2
-"""After a node-state write, wait this many times ``lb_node_state_cache_ms`` (every LB worker's cache)."""
 
 WAVE_TIMEOUT_S = 1800
 """A replace wave that runs longer is killed and counts as failed."""
@@ -105,12 +102,16 @@ class Driver:
         self.ctx = ctx
         self.store = Store(fleet.postgres)
         data = fleet.data()
-        self.state_key = str(data.get("lb_node_state_key") or "ooha:nodestate")
-        self.cache_ms = int(data.get("lb_node_state_cache_ms") or 1000)
+        from ooha.layers.loadbalancer import node_state_settings
+
+        # the LBs' own settings (their group's data is what the Lua was rendered from)
+        self.state_key, self.cache_ms = node_state_settings(fleet.lbs[0] if fleet.lbs else fleet.docs[0])
         self.drain_seconds = int(data.get("ds_drain_seconds") if data.get("ds_drain_seconds") is not None else 60)
         self.token = _secrets.token_hex(16)
         self.journal: Journal | None = None
         self.last_beat = 0.0
+        self.lost: lk.LockLost | None = None
+        self.heartbeat: Any = None
 
     # --- output -----------------------------------------------------------------------------
 
@@ -147,7 +148,7 @@ class Driver:
                 raise Stop(f"{node}: node state {current} -> {step} is not allowed")
             self.on_redis(lambda host: nodestate.set_state(host, self.state_key, node, step))
             current = step
-        time.sleep(SETTLE_FACTOR * self.cache_ms / 1000)
+        time.sleep(settle_seconds(self.cache_ms))
 
     def on_redis(self, action: Callable[[Any], Any]) -> Any:
         """``action(host)`` on the first redis host where it succeeds (a lost data host is not a stop)."""
@@ -162,11 +163,45 @@ class Driver:
     # --- cluster store ----------------------------------------------------------------------
 
     def beat(self, force: bool = False) -> None:
-        now = time.time()
-        if force or lk.heartbeat_due(self.last_beat, now, self.ctx.options.rollout_lock_heartbeat_seconds):
+        """Raise LockLost when the heartbeat found the lock taken over (checked at every wait step).
+
+        The heartbeat itself runs in a greenlet (``start_heartbeat``) so a long phase (a pull
+        in the compat gate, a slow wave) never lets the lock look stale; a store error there is
+        retried on the next tick, only a lost lock is fatal.
+        """
+        if self.lost is not None:
+            raise self.lost
+        if force:
             assert self.journal is not None
-            self.store.heartbeat(self.token, self.journal.phase.value, now)
-            self.last_beat = now
+            self.store.heartbeat(self.token, self.journal.phase.value, time.time())
+            self.last_beat = time.time()
+
+    def start_heartbeat(self) -> None:
+        import gevent
+
+        def run() -> None:
+            every = self.ctx.options.rollout_lock_heartbeat_seconds
+            warned = False
+            while self.journal is not None and self.lost is None:
+                gevent.sleep(max(1.0, every - (time.time() - self.last_beat)))
+                if time.time() - self.last_beat < every or self.journal is None:
+                    continue
+                try:
+                    self.store.heartbeat(self.token, self.journal.phase.value, time.time())
+                    self.last_beat = time.time()
+                except lk.LockLost as error:
+                    self.lost = error
+                except Exception as error:  # a failover, an SSH hiccup: retried on the next tick
+                    if not warned:
+                        self.say(f"heartbeat failed ({error}); retrying")
+                        warned = True
+
+        self.heartbeat = gevent.spawn(run)
+
+    def stop_heartbeat(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.kill(block=False)
+            self.heartbeat = None
 
     def save(self) -> None:
         assert self.journal is not None
@@ -222,15 +257,28 @@ class Driver:
         if not self.acquire(journal):
             return 1
         if superseded is not None:
+            # its wave's nodes may be draining, out or sick on its image: this rollout repairs them
+            journal.flags["in_flight"] = list(superseded.current_nodes())
             superseded.status = Status.SUPERSEDED
             superseded.reason = (superseded.reason + "; " if superseded.reason else "") + f"superseded by {journal.rollout_id}"
             self.store.save(superseded, self.token, time.time())
+            self.save()  # the lock row names this rollout's phase again
         self.first_sightings(nodes, rows)
         return self.loop()
 
     def target(self, rows: list[NodeRelease]) -> ImageRef | None:
+        """The release to go to: the one asked for; for a rollback without ``ds_version``, an
+        open rollback's own target (a rerun resumes it, never reverses it), else the target of
+        the newest finished rollback when it was the newest finished rollout (nothing to undo:
+        the plan then finds every node on it), else the ledger's previous release."""
         if self.ctx.wanted is not None:
             return self.ctx.wanted
+        open_journal = self.store.open_journal()
+        if open_journal is not None and open_journal.kind == "rollback":
+            return open_journal.target
+        finished = [r for r in self.store.records() if r.outcome == Status.DONE.value]
+        if finished and finished[0].kind == "rollback":
+            return finished[0].target
         found = ledger.rollback_target(rows)
         if found.target is None:
             self.say(f"refused: {found.problem}")
@@ -239,7 +287,9 @@ class Driver:
     def compat_needed(self, target: ImageRef, rows: list[NodeRelease]) -> bool:
         if not self.ctx.options.rollout_compat:
             return False
-        if self.ctx.kind == "rollback" and target.ref in ledger.verified_images(rows, self.store.records()):
+        verified = ledger.verified_images(rows, self.store.records())
+        if self.ctx.kind == "rollback" and any(ref == target.ref or (target.digest is None and ref.split("@")[0] == target.ref)
+                                               for ref in verified):
             return False
         return True
 
@@ -267,6 +317,11 @@ class Driver:
         resume(journal, time.time())
         self.save()
         in_flight = frozenset(journal.current_nodes())
+        if journal.phase in (Phase.REVERT, Phase.REVERT_HEALTH, Phase.REVERT_RETURN):
+            # putting a failed node back must not wait for a backup or a lag to be fine again
+            self.say("resuming a revert: the preflight's findings are shown, not enforced")
+            self.preflight(nodes, in_flight, [])
+            return self.loop()
         ok, detail = self.preflight(nodes, in_flight, [list(w) for w in journal.waves[max(journal.wave, 0):]])
         if not ok:
             self.say(f"resume refused by the preflight: {detail}")
@@ -293,6 +348,7 @@ class Driver:
             Phase.SOAK: self.phase_soak, Phase.REVERT: self.phase_revert, Phase.REVERT_HEALTH: self.phase_revert_health,
             Phase.REVERT_RETURN: self.phase_revert_return,
         }
+        self.start_heartbeat()
         try:
             while journal.status is Status.RUNNING and journal.phase is not Phase.END:
                 if self.ctx.interrupts:
@@ -307,9 +363,28 @@ class Driver:
                 record(journal, ok, time.time(), detail)
                 self.save()
             return self.finish()
-        except (lk.LockLost, Stop, StoreError) as error:
-            self.say(f"stopped: {error}; the journal stays open: rerun the same command to resume")
+        except lk.LockLost as error:
+            self.say(f"stopped: {error}; the lock is not ours any more: nothing else is touched")
             return 1
+        except Exception as error:  # Stop, StoreError, anything unexpected: leave it resumable
+            self.say(f"stopped: {type(error).__name__}: {error}; the journal stays open: rerun the same command to resume")
+            self.leave_resumable()
+            return 1
+        finally:
+            self.stop_heartbeat()
+
+    def leave_resumable(self) -> None:
+        """Best effort after an error: mark the journal interrupted and free the lock (if the
+        store answers), so the same command resumes at once instead of waiting for staleness."""
+        assert self.journal is not None
+        try:
+            interrupt(self.journal, time.time())
+            self.save()
+            self.store.release(self.token)
+        except Exception as error:
+            self.say(f"could not release the lock ({error}): it becomes stale after "
+                     f"{self.ctx.options.rollout_lock_stale_seconds} s; then rerun with "
+                     f"--data rollout_break_lock={self.journal.rollout_id}")
 
     def interrupted(self) -> int:
         assert self.journal is not None
@@ -331,8 +406,10 @@ class Driver:
                      + (f": {journal.reason}" if journal.reason else ""))
         self.ctx.out("phase times: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items()))
         cut = journal.flags.get("sessions_cut", {})
-        self.ctx.out(f"sessions ended by the drain bound: {sum(cut.values()) if cut else 0}"
-                     + (f" ({', '.join(f'{n}: {c}' for n, c in cut.items())})" if cut else ""))
+        unknown = [n for n, c in cut.items() if c < 0]
+        self.ctx.out(f"sessions ended by the drain bound: {sum(c for c in cut.values() if c > 0)}"
+                     + (f" ({', '.join(f'{n}: {c}' for n, c in cut.items() if c >= 0)})" if cut else "")
+                     + (f"; unknown on {', '.join(unknown)}" if unknown else ""))
         return ledger.final_outcome_exit_code(journal.status)
 
     # --- phases (each re-runnable from its start) -------------------------------------------
@@ -350,7 +427,7 @@ class Driver:
 
     def phase_preflight(self) -> tuple[bool, str]:
         assert self.journal is not None
-        return self.preflight(self.nodes(), frozenset(), self.journal.waves)
+        return self.preflight(self.nodes(), frozenset(self.journal.flags.get("in_flight", ())), self.journal.waves)
 
     def phase_compat(self) -> tuple[bool, str]:
         from ooha.rollout.live import compat
@@ -389,7 +466,8 @@ class Driver:
             if elapsed >= self.drain_seconds or self.ctx.interrupts:
                 if self.ctx.interrupts:
                     return False, "interrupted"
-                journal.flags.setdefault("sessions_cut", {}).update({n: v or 0 for n, v in left.items()})
+                # -1: the count was unknown when the bound ended (reported as such, never as 0)
+                journal.flags.setdefault("sessions_cut", {}).update({n: -1 if v is None else v for n, v in left.items()})
                 return True, (f"{total} editing session(s) still open when ds_drain_seconds ({self.drain_seconds} s) "
                               "ended: the replace cuts them")
             if time.time() - last_print >= PROGRESS_EVERY_S:
@@ -401,8 +479,11 @@ class Driver:
         journal = self.journal
         assert journal is not None
         wave = journal.current_nodes()
-        for node in wave:
-            self.set_state(node, "out")
+        try:
+            for node in wave:
+                self.set_state(node, "out")
+        except Stop as error:
+            return False, str(error)
         return self.converge(list(wave), journal.target)
 
     def phase_health(self) -> tuple[bool, str]:
@@ -572,9 +653,12 @@ class Driver:
         assert journal is not None
         image = self.deployable(image)
         args = wave_command(self.ctx.argv, nodes, image, journal.rollout_id)
-        for node in nodes:
-            self.mark_release(node, image)
-        log = RECORD_DIR / journal.rollout_id / f"{journal.wave + 1}-{journal.phase.value}-{'-'.join(nodes)}.log"
+        try:
+            for node in nodes:
+                self.mark_release(node, image)
+        except Stop as error:
+            return False, str(error)
+        log = RECORD_DIR / journal.rollout_id / f"{journal.wave + 1}-{journal.phase.value}-{'-'.join(nodes)}-{int(time.time())}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         started = time.time()
         with log.open("w") as handle:
@@ -583,16 +667,21 @@ class Driver:
             self.ctx.child = child
             last_print = time.time()
             try:
+                # The wave runs to its end even if the lock is lost meanwhile: a replace cut in
+                # the middle is worse than one that finishes; the loss is raised right after.
                 while child.poll() is None:
                     time.sleep(1)
-                    self.beat()
                     if time.time() - started > WAVE_TIMEOUT_S:
                         child.kill()
                     if time.time() - last_print >= PROGRESS_EVERY_S:
                         self.say(f"main job on {', '.join(nodes)} ({image.version}) running, {time.time() - started:.0f} s")
                         last_print = time.time()
             finally:
+                if child.poll() is None:  # the driver itself is dying: do not leave it unwatched
+                    child.terminate()
+                    child.wait(timeout=60)
                 self.ctx.child = None
+        self.beat()
         text = log.read_text(errors="replace")
         for line in text.splitlines():
             if "drain:" in line or "Error" in line or "error:" in line:
@@ -621,6 +710,11 @@ def wave_command(argv: list[str], nodes: list[str], image: ImageRef, rollout_id:
             continue  # the pyinfra script as the operator called it: the module runs with our interpreter
         if skip_next:
             skip_next = False
+            continue
+        if arg in ("--limit", "--exclude"):  # the wave names its own nodes
+            skip_next = True
+            continue
+        if arg.startswith(("--limit=", "--exclude=")):
             continue
         if arg == "--data" and i + 1 < len(argv):
             key = argv[i + 1].split("=", 1)[0]
@@ -655,17 +749,24 @@ def run_rollout(inventory: Any, kind: str, wanted: ImageRef | None, options: Rol
     def on_signal(signum: int, frame: Any) -> None:
         ctx.interrupts += 1
         if ctx.interrupts == 1:
-            ctx.out("interrupt: finishing the current phase, then stopping (again to kill it)")
+            try:  # after a SIGHUP the terminal may be gone
+                ctx.out("interrupt: finishing the current phase, then stopping (again to kill it)")
+            except OSError:
+                pass
         elif ctx.child is not None:
             ctx.child.kill()
 
-    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     for sig in old:
         signal.signal(sig, on_signal)
     try:
         return driver.run()
-    except (Stop, StoreError) as error:
-        ctx.out(f"refused: {error}")
+    except (Stop, StoreError, ValueError, StopIteration) as error:
+        if driver.journal is not None:  # after the lock was taken: leave it resumable
+            ctx.out(f"stopped: {type(error).__name__}: {error}")
+            driver.leave_resumable()
+        else:
+            ctx.out(f"refused: {type(error).__name__}: {error}; nothing was changed by this run")
         return 1
     finally:
         for sig, handler in old.items():
@@ -697,6 +798,11 @@ def run_from_deploy(kind: str) -> None:
         return
     state._ooha_rollout_status = "running"  # before anything that yields: one rollout per CLI run
     argv = list(sys.argv)
+    unsupported = [a for a in argv if a.split("=", 1)[0] in ("--dry", "--limit", "--exclude")]
+    if unsupported:
+        print(f"refused: {', '.join(unsupported)}: a rollout moves every Document Server node, one wave at a time, "
+              "and its drain is real (no dry run); fix: run it without them", flush=True)
+        sys.exit(1)
     data = host.data
     wanted: ImageRef | None = None
     if kind == "patch" or explicit_data(argv, "ds_version") is not None:
