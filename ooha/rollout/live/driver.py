@@ -150,6 +150,17 @@ class Driver:
             current = step
         time.sleep(settle_seconds(self.cache_ms))
 
+    def set_states(self, nodes: tuple[str, ...] | list[str], wanted: str, only_from: str | None = None) -> str | None:
+        """``set_state`` for each node (only those now ``only_from`` when given); the failure as
+        text (the phase then fails and the journal's transition table decides), else None."""
+        try:
+            for node in nodes:
+                if only_from is None or self.states().get(node, "active") == only_from:
+                    self.set_state(node, wanted)
+        except Exception as error:
+            return f"node state not writable: {error}"
+        return None
+
     def on_redis(self, action: Callable[[Any], Any]) -> Any:
         """``action(host)`` on the first redis host where it succeeds (a lost data host is not a stop)."""
         last: Exception | None = None
@@ -449,12 +460,9 @@ class Driver:
         journal = self.journal
         assert journal is not None
         wave = journal.current_nodes()
-        try:
-            for node in wave:
-                if self.states().get(node, "active") == "active":
-                    self.set_state(node, "draining")
-        except Exception as error:
-            return False, f"node state not writable: {error}"
+        failed = self.set_states(wave, "draining", only_from="active")
+        if failed:
+            return False, failed
         start = time.time()
         last_print = 0.0
         while True:
@@ -479,11 +487,9 @@ class Driver:
         journal = self.journal
         assert journal is not None
         wave = journal.current_nodes()
-        try:
-            for node in wave:
-                self.set_state(node, "out")
-        except Stop as error:
-            return False, str(error)
+        failed = self.set_states(wave, "out")
+        if failed:
+            return False, failed
         return self.converge(list(wave), journal.target)
 
     def phase_health(self) -> tuple[bool, str]:
@@ -510,11 +516,9 @@ class Driver:
     def phase_return(self) -> tuple[bool, str]:
         journal = self.journal
         assert journal is not None
-        try:
-            for node in journal.current_nodes():
-                self.set_state(node, "active")
-        except Exception as error:
-            return False, f"node state not writable: {error}"
+        failed = self.set_states(journal.current_nodes(), "active")
+        if failed:
+            return False, failed
         self.ledger_update(verified=False)
         return True, "back in the load balancers' table"
 
@@ -559,13 +563,12 @@ class Driver:
     def phase_revert(self) -> tuple[bool, str]:
         journal = self.journal
         assert journal is not None
+        failed = self.set_states(journal.current_nodes(), "out")
+        if failed:
+            return False, failed
         by_image: dict[ImageRef, list[str]] = {}
-        try:
-            for node in journal.current_nodes():
-                self.set_state(node, "out")
-                by_image.setdefault(journal.previous[node], []).append(node)
-        except Exception as error:
-            return False, f"node state not writable: {error}"
+        for node in journal.current_nodes():
+            by_image.setdefault(journal.previous[node], []).append(node)
         details = []
         for image, group in by_image.items():
             ok, detail = self.converge(group, image)
@@ -580,11 +583,9 @@ class Driver:
     def phase_revert_return(self) -> tuple[bool, str]:
         journal = self.journal
         assert journal is not None
-        try:
-            for node in journal.current_nodes():
-                self.set_state(node, "active")
-        except Exception as error:
-            return False, f"node state not writable: {error}"
+        failed = self.set_states(journal.current_nodes(), "active")
+        if failed:
+            return False, failed
         before = {n: NodeRelease.from_dict(d) for n, d in journal.flags.get("before", {}).items()}
         rows = []
         from ooha.rollout.live import observe
