@@ -158,7 +158,7 @@ package.preload["ngx.balancer"] = function() return {{}} end
 local SCORES = {{ {scores} }}
 local down, timers = {{}}, {{}}
 ngx = {{ shared = {{ ooha_down = {{ get = function(_, name) return down[name] end }} }},
-        crc32_long = function(s) return SCORES[s] end, var = {{}}, ctx = {{}}, status = 101,
+        crc32_long = function(s) return SCORES[s] end, var = {{}}, ctx = {{}}, header = {{}}, status = 101,
         log = function() end, WARN = 0,
         timer = {{ at = function(_, _, key, from, to) timers[#timers + 1] = from .. ">" .. to return true end }} }}
 local M = require "{module}"
