@@ -13,26 +13,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from lab import cli, core, engine, hosts, lifecycle, state, topology
+from lab import cli, core, hosts, lifecycle, state, topology
 from lab.errors import LabError
 from lab.topology import TopologyError
 
 TOPO = topology.load()
-
-
-@pytest.fixture
-def lab_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("OOHA_LAB_DIR", str(tmp_path))
-    return tmp_path
-
-
-@pytest.fixture
-def no_docker(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*_args, **_kwargs):
-        raise AssertionError("the engine was contacted")
-
-    monkeypatch.setattr(engine, "client", refuse)
-    monkeypatch.setattr(engine, "ensure_engine", refuse)
 
 
 @pytest.mark.parametrize("argv, hosts_, az", [
