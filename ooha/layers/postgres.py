@@ -231,6 +231,22 @@ def _wait_for_cluster(deadline_seconds: float) -> dict[str, Any] | None:
         time.sleep(1)
 
 
+LOCAL_PSQL = ["runuser", "-u", "postgres", "--", "psql", "-h", "/var/run/postgresql", "-XAtq", "-v", "ON_ERROR_STOP=1"]
+"""psql as the superuser over the local socket (the leader-only operations below)."""
+
+
+def _this_host_leads(deadline: float) -> bool:
+    """Wait for the cluster to have a leader (else fail); True when it is this host, else a
+    no-op saying who leads: database objects are made on the leader only, at execute time."""
+    view = _wait_for_cluster(deadline)
+    if not view or not view.get("leader"):
+        raise_no_leader(deadline)
+    if view["leader"] != host.name:
+        host.noop(f"not the leader ({view['leader']} is)")
+        return False
+    return True
+
+
 @operation(is_idempotent=True)
 def dynamic_config(wanted: dict[str, Any], rest_password: str, deadline: float = 180):
     """PATCH Patroni's dynamic configuration where it differs from ``wanted`` (execute time)."""
@@ -318,30 +334,23 @@ def ds_database(role: str, database: str, password: str, deadline: float = 180):
     Runs at execute time: waits for a leader, then acts only if this host is it, reading
     the role and database from PostgreSQL then.  The password goes as a SCRAM verifier.
     """
-    if not _executing():
-        return
-    view = _wait_for_cluster(deadline)
-    if not view or not view.get("leader"):
-        raise_no_leader(deadline)
-    if view["leader"] != host.name:
-        host.noop(f"not the leader ({view['leader']} is)")
+    if not _executing() or not _this_host_leads(deadline):
         return
     objects = host.get_fact(PostgresDsObjects, role=role, database=database)
     if objects is None or objects["in_recovery"]:
         raise_no_leader(deadline)
-    psql = ["runuser", "-u", "postgres", "--", "psql", "-h", "/var/run/postgresql", "-XAtq", "-v", "ON_ERROR_STOP=1"]
     ident = '"' + role.replace('"', '""') + '"'
     db_ident = '"' + database.replace('"', '""') + '"'
     if not objects["role_exists"]:
         sql = f"CREATE ROLE {ident} LOGIN PASSWORD '{scram_verifier(password)}'"
-        yield StringCommand(*psql, "-c", QuoteString(HiddenValue(sql)))
+        yield StringCommand(*LOCAL_PSQL, "-c", QuoteString(HiddenValue(sql)))
     elif not objects["can_login"] or not verifier_matches(objects["verifier"], password):
         sql = f"ALTER ROLE {ident} LOGIN PASSWORD '{scram_verifier(password)}'"
-        yield StringCommand(*psql, "-c", QuoteString(HiddenValue(sql)))
+        yield StringCommand(*LOCAL_PSQL, "-c", QuoteString(HiddenValue(sql)))
     if not objects["db_exists"]:
-        yield StringCommand(*psql, "-c", QuoteString(f"CREATE DATABASE {db_ident} OWNER {ident} ENCODING 'UTF8'"))
+        yield StringCommand(*LOCAL_PSQL, "-c", QuoteString(f"CREATE DATABASE {db_ident} OWNER {ident} ENCODING 'UTF8'"))
     elif objects["db_owner"] != role:
-        yield StringCommand(*psql, "-c", QuoteString(f"ALTER DATABASE {db_ident} OWNER TO {ident}"))
+        yield StringCommand(*LOCAL_PSQL, "-c", QuoteString(f"ALTER DATABASE {db_ident} OWNER TO {ident}"))
     if objects["role_exists"] and objects["db_exists"] and objects["db_owner"] == role and objects["can_login"] \
             and verifier_matches(objects["verifier"], password):
         host.noop(f"role {role} and database {database} are as wanted")
@@ -357,13 +366,7 @@ def ops_database(deadline: float = 180):
     so a rerun changes nothing.  Why here: the ledger lives in the cluster and its backups,
     and the driver must find it ready before it takes the lock (Store.ready).
     """
-    if not _executing():
-        return
-    view = _wait_for_cluster(deadline)
-    if not view or not view.get("leader"):
-        raise_no_leader(deadline)
-    if view["leader"] != host.name:
-        host.noop(f"not the leader ({view['leader']} is)")
+    if not _executing() or not _this_host_leads(deadline):
         return
     objects = host.get_fact(OohaOpsSchema, database=OPS_DATABASE)
     if objects is None or objects["in_recovery"]:
@@ -372,10 +375,9 @@ def ops_database(deadline: float = 180):
     if not missing:
         host.noop(f"database {OPS_DATABASE} and its tables are as wanted")
         return
-    psql = ["runuser", "-u", "postgres", "--", "psql", "-h", "/var/run/postgresql", "-XAtq", "-v", "ON_ERROR_STOP=1"]
     if not objects["db_exists"]:
-        yield StringCommand(*psql, "-c", QuoteString(f'CREATE DATABASE "{OPS_DATABASE}" ENCODING \'UTF8\''))
-    yield StringCommand(*psql, "-1", "-d", OPS_DATABASE, "-f", "-", _stdin=schema_sql())
+        yield StringCommand(*LOCAL_PSQL, "-c", QuoteString(f'CREATE DATABASE "{OPS_DATABASE}" ENCODING \'UTF8\''))
+    yield StringCommand(*LOCAL_PSQL, "-1", "-d", OPS_DATABASE, "-f", "-", _stdin=schema_sql())
 
 
 # --- the layer --------------------------------------------------------------------------
