@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import click
@@ -34,6 +35,8 @@ class CheckResult:
     fix: str = ""
     final: bool = False
     """For ``poll``: waiting will not change this result (e.g. the daemon is down)."""
+    facts: Mapping[str, str] = field(default_factory=dict)
+    """What the check established, for checks across hosts (the DS version for the fleet line)."""
 
     def text(self) -> str:
         """The part of the report line after the status."""
@@ -146,11 +149,64 @@ def report_table(results: dict[str, list[tuple[str, CheckResult]]], order: list[
     return [format_line(name, layer, result) for name in ranked for layer, result in results[name]]
 
 
+FLEET_LAYER = "documentserver"
+"""The layer whose checks report each node's version (``facts["version"]``)."""
+FLEET_ROW = "fleet"
+
+
+def fleet_result(versions: Mapping[str, str], rollout_open: bool | None) -> CheckResult:
+    """The fleet's line from the versions the nodes answered (pure, unit-tested).
+
+    Why a line of its own: every node can be healthy and match its own inventory entry while
+    the fleet is mixed (a host-level ``ds_version`` pin forgotten after an incident, a node the
+    release guard kept on a rollout's release). Mixed is the expected state while a rollout
+    holds the lock, and a failure otherwise. ``rollout_open`` None: the lock could not be read.
+    """
+    by_version: dict[str, list[str]] = {}
+    for node, version in sorted(versions.items()):
+        by_version.setdefault(version, []).append(node)
+    text = "; ".join(f"{version} on {', '.join(nodes)}" for version, nodes in sorted(by_version.items()))
+    if len(by_version) <= 1:
+        return CheckResult(True, text or "no node answered its version")
+    if rollout_open:
+        return CheckResult(True, f"{text} (rollout in progress)")
+    fix = "finish the rollout (rerun deploys/patch.py), roll back (deploys/rollback.py) or align ds_version in the inventory"
+    if rollout_open is None:
+        return CheckResult(False, f"mixed versions: {text} (rollout lock not readable)", fix)
+    return CheckResult(False, f"mixed versions outside a rollout: {text}", fix)
+
+
+def _rollout_open() -> bool | None:
+    """Whether a rollout holds the lock in ooha_ops (None when it cannot be read here, e.g. the
+    postgres hosts are outside ``--limit``); read only when the fleet is mixed."""
+    from ooha.rollout.live.store import Store, StoreError
+
+    hosts = [member for member in inventory.get_group("postgres", []) if getattr(member, "connected", False)]
+    if not hosts:
+        return None
+    try:
+        return Store(hosts, retry_window_s=5.0).lock() is not None
+    except (StoreError, ValueError):
+        return None
+
+
+def add_fleet_row(results: dict[str, list[tuple[str, CheckResult]]], order: list[str]) -> None:
+    """Attach the fleet line to the first DS node checked (its host then fails on a mixed fleet)."""
+    versions = {name: result.facts["version"] for name, rows in results.items() for layer, result in rows
+                if layer == FLEET_LAYER and result.ok and "version" in result.facts}
+    if not versions:
+        return
+    first = min(versions, key=lambda name: order.index(name) if name in order else len(order))
+    line = fleet_result(versions, None if len(set(versions.values())) <= 1 else _rollout_open())
+    results[first] = [row for row in results[first] if row[0] != FLEET_ROW] + [(FLEET_ROW, line)]
+
+
 @operation(is_idempotent=True)
 def print_report(layers: list[str] | None = None):
     """Print the table, the totals and the front door, once (execute time only)."""
     if not _executing():
         return
+    add_fleet_row(_RESULTS, [target.name for target in inventory])
     for line in report_table(_RESULTS, [target.name for target in inventory]):
         click.echo(line)
     total = sum(len(results) for results in _RESULTS.values())

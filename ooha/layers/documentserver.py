@@ -688,7 +688,8 @@ def check_documentserver_once(target: Any) -> CheckResult:
         return CheckResult(False, heal_part[5:], "rerun the deploy (it installs and starts ooha-ds-heal.timer)")
     by = f"; release by rollout {release['rollout_id']}" if release.get("ref") == wanted and release.get("rollout_id") else ""
     return CheckResult(True, f"{wanted.rsplit('/', 1)[-1]} running, healthcheck true, version {version}{edition}, "
-                             f"db {node_database(target.name)}, vhost {node_vhost(target.name)}; {heal_part}; {example_part}{by}")
+                             f"db {node_database(target.name)}, vhost {node_vhost(target.name)}; {heal_part}; {example_part}{by}",
+                       facts={"version": version})
 
 
 def heal_text(target: Any, heal: dict[str, Any] | None) -> str:
