@@ -1,4 +1,4 @@
-"""Entry point: python -m lab up|down|status|build|stop|start|destroy|recreate|cut|heal."""
+"""Entry point: python -m lab up|down|status|build|stop|start|reboot|destroy|recreate|cut|heal."""
 import sys
 
 from lab.cli import run

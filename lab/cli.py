@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from lab import core, engine, faults, lifecycle, topology
+from lab import aptrepo, core, engine, faults, lifecycle, reboot, topology
 from lab.errors import LabError
 
 
@@ -27,6 +27,15 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("build", help="build the lab images only")
     for name, text in (("stop", "stop a host (systemd shuts down)"), ("start", "start a host and wait for sshd")):
         sub.add_parser(name, help=text).add_argument("host")
+    r = sub.add_parser("reboot", help="`systemctl reboot` inside a host (it comes back like a VM)")
+    r.add_argument("host")
+    r.add_argument("--wait", action="store_true", help="return once it booted again and sshd answers (prints the time)")
+    sub.add_parser("apt-repo", help="build and serve the lab apt repository on svc1 (what `up` does for it)")
+    c = sub.add_parser("canary", help=f"add the lab apt source to hosts and install {aptrepo.PACKAGE} (or remove both)")
+    c.add_argument("hosts", nargs="+", metavar="HOST")
+    how = c.add_mutually_exclusive_group()
+    how.add_argument("--version", help=f"install this version ({', '.join(v.version for v in aptrepo.VERSIONS)})")
+    how.add_argument("--remove", action="store_true", help="purge the package, remove the source and its key")
     for name, text in (("destroy", "remove hosts like lost VMs: container, /var/lib/docker volume, known_hosts line"),
                        ("recreate", "replace hosts by blank ones (same name and addresses, new host keys)")):
         lose = sub.add_parser(name, help=text)
@@ -63,6 +72,22 @@ def run(argv: list[str]) -> int:
             cli = engine.client()
             _say(f"started {args.host}; sshd answers" if faults.start(cli, topo, args.host)
                  else f"{args.host} was already running; sshd answers")
+        elif args.command == "reboot":
+            topo.host(args.host)  # an unknown host is refused before the engine is asked
+            took = reboot.reboot(engine.client(), topo, args.host, wait=args.wait)
+            _say(f"{args.host} rebooted; sshd answers with its recorded host key ({took:.1f}s)" if took is not None
+                 else f"{args.host} is rebooting (`systemctl reboot` inside)")
+        elif args.command == "apt-repo":
+            svc = aptrepo.services_host(topo)
+            changed = aptrepo.publish(engine.client().containers.get(svc.container), _say)
+            _say(f"lab apt repository {'updated' if changed else 'already served'} on {svc.name}: "
+                 f"{aptrepo.source_line(svc.address)}")
+        elif args.command == "canary":
+            aptrepo.check_version(args.version)
+            for name in args.hosts:
+                topo.host(name)  # unknown hosts are refused before the engine is asked
+            for line in aptrepo.canary(engine.client(), topo, args.hosts, args.version, args.remove):
+                _say(line)
         elif args.command == "destroy":
             lifecycle.destroy(topo, args.hosts, args.az, _say)
         elif args.command == "recreate":

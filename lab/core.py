@@ -75,7 +75,8 @@ def front_addresses(topo: Topology) -> list[str]:
 
 
 def ensure_host(cli: docker.DockerClient, topo: Topology, host: Host, say: Say) -> None:
-    """Create the host's container if it has none and start it if it is not running.
+    """Create the host's container if it has none (or give an old one the restart policy that
+    makes a reboot inside come back) and start it if it is not running.
 
     The per-host first step of `up` (every host) and `recreate` (a blank host).
     """
@@ -84,6 +85,8 @@ def ensure_host(cli: docker.DockerClient, topo: Topology, host: Host, say: Say) 
         hosts.create_container(cli, topo, host)
         container = hosts.get_container(cli, host)
         say(f"created {host.container}")
+    elif hosts.ensure_restart_policy(container):
+        say(f"{host.container}: restart policy {hosts.RESTART_POLICY} (a `systemctl reboot` inside comes back)")
     if container.status != "running":
         if container.status != "created":
             say(f"starting {host.container} (it was {container.status}; `up` starts stopped hosts)")

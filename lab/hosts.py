@@ -23,6 +23,14 @@ from lab.topology import Host, Topology
 CAP_DROP = ["SYS_RESOURCE", "SYS_TIME"]
 SECURITY_OPT = ["seccomp=unconfined", "apparmor=unconfined"]
 SSH_USER = "admin"
+RESTART_POLICY = "unless-stopped"
+"""A host comes back from `systemctl reboot` like a VM: systemd as PID 1 in a container ends a
+reboot with reboot(2), which in a PID namespace kills it with SIGHUP (exit 129; a poweroff or
+halt: SIGINT, 130), and the engine starts it again with the same container, networks and
+addresses, volumes and host keys.  `docker stop` (`python -m lab stop`) marks the container
+manually stopped, which this policy respects even across an engine restart (until `start`/`up`),
+so a drill's lost host stays lost.  A `systemctl poweroff` inside a host also comes back: no
+restart policy tells exit 129 from 130 (lab/README.md, "Reboot")."""
 
 
 def volume_name(host: Host) -> str:
@@ -50,7 +58,7 @@ def create_container(cli: docker.DockerClient, topo: Topology, host: Host) -> No
         binds={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
                volume_name(host): {"bind": "/var/lib/docker", "mode": "rw"}},
         tmpfs={"/run": "", "/run/lock": ""},
-        restart_policy={"Name": "no"},
+        restart_policy={"Name": RESTART_POLICY},
     )
     nets = list(host.addresses.items())
     # The host's own zone first: docker takes the default route from the first network joined.
@@ -64,6 +72,17 @@ def create_container(cli: docker.DockerClient, topo: Topology, host: Host) -> No
         volumes=["/sys/fs/cgroup", "/var/lib/docker"])
     for net_name, addr in nets[1:]:
         api.connect_container_to_network(created["Id"], topo.networks[net_name].docker_name, ipv4_address=addr)
+
+
+def ensure_restart_policy(container: Any) -> bool:
+    """Give an existing host container the lab's restart policy (``docker update``, no restart);
+    True when it changed.  Containers made before hosts could reboot had "no"."""
+    current = ((container.attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
+    if current == RESTART_POLICY:
+        return False
+    container.update(restart_policy={"Name": RESTART_POLICY})
+    container.reload()
+    return True
 
 
 def remove_host(cli: docker.DockerClient, host: Host) -> list[str]:
