@@ -37,6 +37,8 @@ class Phase(str, Enum):
     REVERT = "revert"
     REVERT_HEALTH = "revert-health"
     REVERT_RETURN = "revert-return"
+    STOP = "stop"  # scale-in: out of the LBs' table, container stopped (ooha/rollout/live/scale.py)
+    JOIN = "join"  # scale-out: announced out, the main job converges the new node and the LBs
     END = "end"
 
 
@@ -269,6 +271,12 @@ def decide_start(open_journal: Journal | None, kind: str, target: ImageRef) -> S
     """
     if open_journal is None or not open_journal.open:
         return StartDecision("new")
+    if open_journal.kind.startswith("scale"):  # a scale's node may be draining or out: finish it first
+        node = ",".join(n for w in open_journal.waves for n in w)
+        key = "ds_retire" if open_journal.kind == "scale-in" else "ds_join"
+        return StartDecision("refuse", (
+            f"{open_journal.kind} {open_journal.rollout_id} of {node} is unfinished at {open_journal.phase.value}; "
+            f"fix: finish it first with deploys/scale.py --data {key}={node}"))
     if open_journal.kind == kind and open_journal.target == target:
         where = ",".join(open_journal.current_nodes()) or "cluster"
         return StartDecision("resume", f"resuming rollout {open_journal.rollout_id} at {where} {open_journal.phase.value}")

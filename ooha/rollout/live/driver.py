@@ -287,7 +287,7 @@ class Driver:
         open_journal = self.store.open_journal()
         if open_journal is not None and open_journal.kind == "rollback":
             return open_journal.target
-        finished = [r for r in self.store.records() if r.outcome == Status.DONE.value]
+        finished = [r for r in self.store.records() if r.outcome == Status.DONE.value and r.kind in ("patch", "rollback")]
         if finished and finished[0].kind == "rollback":
             return finished[0].target
         found = ledger.rollback_target(rows)
@@ -659,6 +659,12 @@ class Driver:
                 self.mark_release(node, image)
         except Stop as error:
             return False, str(error)
+        return self.run_main_job(args, nodes, image.version)
+
+    def run_main_job(self, args: list[str], nodes: list[str], version: str) -> tuple[bool, str]:
+        """Run one main-job subprocess ``args`` for ``nodes`` to its end, logged under RECORD_DIR."""
+        journal = self.journal
+        assert journal is not None
         log = RECORD_DIR / journal.rollout_id / f"{journal.wave + 1}-{journal.phase.value}-{'-'.join(nodes)}-{int(time.time())}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         started = time.time()
@@ -675,7 +681,7 @@ class Driver:
                     if time.time() - started > WAVE_TIMEOUT_S:
                         child.kill()
                     if time.time() - last_print >= PROGRESS_EVERY_S:
-                        self.say(f"main job on {', '.join(nodes)} ({image.version}) running, {time.time() - started:.0f} s")
+                        self.say(f"main job on {', '.join(nodes)} ({version}) running, {time.time() - started:.0f} s")
                         last_print = time.time()
             finally:
                 if child.poll() is None:  # the driver itself is dying: do not leave it unwatched
@@ -690,7 +696,7 @@ class Driver:
         if child.returncode != 0:
             tail = " / ".join(l.strip() for l in text.splitlines()[-4:])
             return False, f"main job on {', '.join(nodes)} exited {child.returncode} after {time.time() - started:.0f} s ({tail}); log {log}"
-        return True, f"{', '.join(nodes)} on {image.version} in {time.time() - started:.0f} s"
+        return True, f"{', '.join(nodes)} on {version} in {time.time() - started:.0f} s"
 
 
 # --- command line -----------------------------------------------------------------------------

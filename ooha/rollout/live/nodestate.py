@@ -158,6 +158,22 @@ def set_state(host: Any, key: str, node: str, state: str) -> None:
         raise NodeStateError(f"{host.name}: cannot set {node} {state} in {key}: {result.why()}")
 
 
+def announce_out(host: Any, key: str, node: str) -> None:
+    """Write ``out`` for a JOINING node whatever its field holds (compare-and-set on that value).
+
+    The one write outside ``transition_allowed``: only for a node that no load balancer routes
+    to yet (the scale-out driver checks the LBs' deployed tables first), so no session can be
+    cut; the LBs then render it without ever sending it a request until its health gate passed.
+    """
+    _check_name("node", node)
+    raw = read_raw(host, key)
+    if raw.get(node) == drain.OUT:
+        return
+    result = remote.run(host, write_command(key, node, raw.get(node, ""), drain.OUT, _master(host)), timeout=TIMEOUT_S)
+    if not result.ok or result.stdout.strip() != "OK":
+        raise NodeStateError(f"{host.name}: cannot announce {node} out in {key}: {result.why()}")
+
+
 def clear_state(host: Any, key: str, node: str) -> None:
     """Remove ``node``'s field (it counts as active): restores a node whatever its state, for
     tests and for an operator cleaning up after a rollout that is over."""

@@ -232,6 +232,17 @@ def sql_put_releases(rows: list[NodeRelease], token: str | None) -> str:
         "SELECT jsonb_build_object('lock', (SELECT count(*) FROM l), 'rows', (SELECT count(*) FROM w));")
 
 
+def sql_drop_releases(nodes: list[str], token: str) -> str:
+    """Delete the ledger rows of ``nodes`` (retired by scale-in), only while ``token`` holds the lock.
+    Answers ``{"lock": 0|1, "rows": n}``."""
+    fence = f"SELECT 1 FROM rollout_lock WHERE id AND token = {literal(token)} FOR UPDATE"
+    return script(
+        f"WITH l AS ({fence}), "
+        f"w AS (DELETE FROM node_release WHERE node = ANY (SELECT jsonb_array_elements_text({literal(list(nodes))})) "
+        "AND EXISTS (SELECT 1 FROM l) RETURNING 1) "
+        "SELECT jsonb_build_object('lock', (SELECT count(*) FROM l), 'rows', (SELECT count(*) FROM w));")
+
+
 def sql_ready() -> str:
     return script("SELECT jsonb_build_object("
                   "'tables', (SELECT coalesce(jsonb_agg(tablename ORDER BY tablename), '[]'::jsonb) FROM pg_tables "
@@ -406,4 +417,10 @@ class Store:
             return
         written = self._call(sql_put_releases(rows, token))
         if token is not None and written["lock"] != 1:
+            raise LockLost("the rollout lock was broken before the release ledger was written: this run stops")
+
+    def drop_releases(self, nodes: list[str], token: str) -> None:
+        """Remove retired nodes' rows from the release ledger (the rollout row keeps the event)."""
+        written = self._call(sql_drop_releases(nodes, token))
+        if written["lock"] != 1:
             raise LockLost("the rollout lock was broken before the release ledger was written: this run stops")
