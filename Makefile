@@ -11,7 +11,7 @@ PYINFRA := $(VENV)/bin/pyinfra
 PYTEST  := $(VENV)/bin/pytest
 STAMP   := $(VENV)/.installed-onlyoffice-ha
 
-.PHONY: lab test gate deploy validate unit bench status down venv lab-up
+.PHONY: lab test gate deploy validate unit bench status down venv lab-up tools
 
 lab: lab-up deploy
 
@@ -20,7 +20,7 @@ test: gate lab-up
 	$(PYTEST) --durations=30 tests/standin tests/integration
 
 # The fast gate: no lab, no Docker; under two minutes on 2 cores.
-gate: venv
+gate: venv tools
 	$(PYTEST) tests/unit tests/cli
 
 venv: $(STAMP)
@@ -37,6 +37,19 @@ $(STAMP): pyproject.toml
 	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "onlyoffice-ha-checkout.pth").write_text("$(CURDIR)\n")'
 	@touch $@
 
+# promtool and amtool (Debian 12: prometheus 2.42, prometheus-alertmanager 0.25) check the
+# monitoring layer's configs and alert rules in the gate (tests/unit/test_monitoring.py fails
+# without them).  Only the tools are wanted here: the daemons the packages start are stopped.
+tools:
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1; then \
+		echo "--> installing promtool and amtool (prometheus, prometheus-alertmanager)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			prometheus prometheus-alertmanager; \
+		if [ -d /run/systemd/system ]; then \
+			systemctl disable --now prometheus.service prometheus-alertmanager.service; \
+		fi; \
+	fi
+
 # Installs and starts the Docker engine if needed, builds the images, starts the lab
 # (reuses a running one).
 lab-up: venv
@@ -49,7 +62,7 @@ deploy: venv
 validate: venv
 	$(PYINFRA) -y inventories/lab.py deploys/validate.py
 
-unit: venv
+unit: venv tools
 	$(PYTEST) tests/unit
 
 bench: venv

@@ -1,0 +1,306 @@
+"""Monitoring layer: the rendered Prometheus/Alertmanager/blackbox configs and alert rules,
+checked by the real tools (promtool 2.42, amtool 0.25 from Debian 12), the targets generated
+from the inventory, and the input rules.
+
+The tools are REQUIRED here: `make gate` installs them (Makefile); a machine without them
+fails these tests (a skipped check would let a broken rule through).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import jinja2
+import pytest
+import yaml
+
+from ooha.layers import monitoring as mon
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "monitoring"
+RULE_TESTS = sorted((Path(__file__).resolve().parent / "monitoring").glob("*.test.yml"))
+"""promtool unit tests of the rules; the backup-age ones apart (a 5-minute evaluation interval)."""
+LEVELS = {"warning", "critical", "page"}
+INSTALL = "apt-get install -y --no-install-recommends prometheus prometheus-alertmanager (or `make gate`)"
+
+
+def tool(name: str) -> str:
+    """The tool's path; FAILS (never skips) when it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: {INSTALL}")
+    return path
+
+
+def run(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+def _target(name: str, groups: tuple[str, ...], az: str, address: str, **data: Any) -> SimpleNamespace:
+    return SimpleNamespace(name=name, groups=groups, data={"az": az, "private_address": address, **data})
+
+
+COMMON = {"lb_vip": "198.18.10.100/24", "monitoring_webhook_url": "http://198.18.20.10:9099/alerts",
+          "monitoring_probe_ca_file": "/etc/ssl/certs/ooha-lab-ca.crt"}
+DATA = ("postgres", "etcd", "redis", "rabbitmq")
+
+
+def lab_like(**data: Any) -> list[SimpleNamespace]:
+    """The lab's 8 hosts, with the LBs also in the monitoring group (the proposed lab placement)."""
+    settings = {**COMMON, **data}
+    return [
+        _target("lb1", ("lb", "monitoring"), "az1", "198.18.1.11", **settings),
+        _target("lb2", ("lb", "monitoring"), "az2", "198.18.2.11", **settings),
+        *[_target(f"ds{i}", ("docs",), f"az{i}", f"198.18.{i}.21", **settings) for i in (1, 2, 3)],
+        *[_target(f"data{i}", DATA, f"az{i}", f"198.18.{i}.31", **settings) for i in (1, 2, 3)],
+    ]
+
+
+def render(name: str, variables: dict[str, Any], rules: bool = False) -> str:
+    kwargs = mon.RULES_JINJA if rules else {"trim_blocks": True, "lstrip_blocks": True}
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, **kwargs)
+    return env.from_string((TEMPLATES / name).read_text()).render(**variables)
+
+
+def render_tree(directory: Path, hosts: list[SimpleNamespace], replica: str) -> Path:
+    """The candidate tree the layer writes for ``replica``: prometheus.yml, rules/, file_sd/,
+    alertmanager.yml, blackbox.yml.  Returns prometheus.yml's path."""
+    target = next(h for h in hosts if h.name == replica)
+    members = mon.members_of(hosts)
+    (directory / "rules").mkdir(parents=True, exist_ok=True)
+    (directory / mon.FILE_SD_DIR).mkdir(exist_ok=True)
+    (directory / "prometheus.yml").write_text(render("prometheus.yml.j2", mon.prometheus_vars(target, members)))
+    for job, entries in mon.scrape_jobs(target, members).items():
+        (directory / mon.FILE_SD_DIR / f"{job}.json").write_text(render("file_sd.json.j2", {"entries": entries}))
+    (directory / mon.RULES_FILE).write_text(render("ooha-rules.yml.j2", mon.rules_vars(target), rules=True))
+    (directory / "alertmanager.yml").write_text(render("alertmanager.yml.j2", mon.alertmanager_vars(target)))
+    (directory / "blackbox.yml").write_text(render("blackbox.yml.j2", mon.blackbox_vars(target)))
+    return directory / "prometheus.yml"
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    return render_tree(tmp_path, lab_like(), "lb1").parent
+
+
+# --- the real tools ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("replica", ["lb1", "lb2"])
+def test_promtool_accepts_each_replicas_config_rules_and_targets(tmp_path: Path, replica: str) -> None:
+    config = render_tree(tmp_path, lab_like(), replica)
+    result = run(tool("promtool"), "check", "config", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout and "rule files found" in result.stdout
+
+
+def test_promtool_check_rules(tree: Path) -> None:
+    result = run(tool("promtool"), "check", "rules", str(tree / mon.RULES_FILE))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_unit_tests_of_every_alert_pass(tree: Path) -> None:
+    for path in RULE_TESTS:
+        shutil.copy(path, tree / path.name)
+    result = run(tool("promtool"), "test", "rules", *(path.name for path in RULE_TESTS), cwd=tree)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_promtool_refuses_a_broken_rule_and_a_broken_target_file(tree: Path) -> None:
+    """The gate the layer puts before "live" can fail: a bad expression, a malformed file_sd file."""
+    rules = tree / mon.RULES_FILE
+    rules.write_text(rules.read_text().replace("expr: up == 0", "expr: up == == 0", 1))
+    assert run(tool("promtool"), "check", "rules", str(rules)).returncode != 0
+    assert run(tool("promtool"), "check", "config", str(tree / "prometheus.yml")).returncode != 0
+    rules.write_text(render("ooha-rules.yml.j2", mon.rules_vars(lab_like()[0]), rules=True))
+    (tree / mon.FILE_SD_DIR / "node.json").write_text('[{"targets": "198.18.1.11:9100"}]')
+    result = run(tool("promtool"), "check", "config", str(tree / "prometheus.yml"))
+    assert result.returncode != 0 and "node.json" in result.stdout + result.stderr
+
+
+def test_amtool_accepts_the_alertmanager_config_and_routes_each_level(tree: Path) -> None:
+    config = str(tree / "alertmanager.yml")
+    result = run(tool("amtool"), "check-config", config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for labels, receiver in ((["severity=page", "alertname=PatroniNoLeader"], "page"),
+                             (["severity=critical", "alertname=DSNodeUnhealthy"], "critical"),
+                             (["severity=warning", "alertname=TargetDown"], "warning"),
+                             (["severity=none", "alertname=Watchdog"], "watchdog")):
+        routed = run(tool("amtool"), "config", "routes", "test", f"--config.file={config}", *labels)
+        assert routed.returncode == 0 and routed.stdout.strip() == receiver, (labels, routed.stdout, routed.stderr)
+
+
+def test_amtool_accepts_email_receivers(tmp_path: Path) -> None:
+    target = lab_like(monitoring_receiver_warning="email", monitoring_email_to="oncall@example.net",
+                      monitoring_email_from="alerts@example.net", monitoring_smtp_smarthost="smtp.example.net:587")[0]
+    assert mon.input_problems(target) == []
+    (tmp_path / "am.yml").write_text(render("alertmanager.yml.j2", mon.alertmanager_vars(target)))
+    result = run(tool("amtool"), "check-config", str(tmp_path / "am.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    receivers = {r["name"]: r for r in yaml.safe_load((tmp_path / "am.yml").read_text())["receivers"]}
+    assert receivers["warning"]["email_configs"][0]["to"] == "oncall@example.net"
+    assert receivers["page"]["webhook_configs"][0]["url"] == COMMON["monitoring_webhook_url"]
+
+
+# --- the rules and their unit tests ----------------------------------------------------------
+
+
+def _rules(tree: Path) -> list[dict[str, Any]]:
+    return [rule for group in yaml.safe_load((tree / mon.RULES_FILE).read_text())["groups"] for rule in group["rules"]]
+
+
+def test_every_alert_has_a_level_and_at_least_25_alerts(tree: Path) -> None:
+    rules = _rules(tree)
+    names = {rule["alert"] for rule in rules}
+    assert len(names) >= 25, sorted(names)
+    for rule in rules:
+        expected = {"none"} if rule["alert"] == "Watchdog" else LEVELS
+        assert rule["labels"]["severity"] in expected, rule["alert"]
+        assert rule["annotations"]["summary"], rule["alert"]
+    assert {rule["labels"]["severity"] for rule in rules} == LEVELS | {"none"}
+
+
+def test_every_alert_is_unit_tested_firing_and_silent(tree: Path) -> None:
+    """Each alert has a promtool case where it fires and one where it stays silent (the
+    Watchdog excepted: it always fires)."""
+    fires: dict[str, bool] = defaultdict(bool)
+    silent: dict[str, bool] = defaultdict(bool)
+    cases = [case for path in RULE_TESTS for case in yaml.safe_load(path.read_text())["tests"]]
+    assert len(RULE_TESTS) == 2
+    for case in cases:
+        for check in case["alert_rule_test"]:
+            if check["exp_alerts"]:
+                fires[check["alertname"]] = True
+            else:
+                silent[check["alertname"]] = True
+    names = {rule["alert"] for rule in _rules(tree)}
+    assert sorted(n for n in names if not fires[n]) == []
+    assert sorted(n for n in names - {"Watchdog"} if not silent[n]) == []
+    assert set(fires) <= names, "a unit test names an alert that does not exist"
+
+
+def test_rules_take_their_thresholds_from_the_settings(tmp_path: Path) -> None:
+    target = lab_like(monitoring_cert_warning_days=30, monitoring_pgbackrest_max_age_hours=2)[0]
+    text = render("ooha-rules.yml.j2", mon.rules_vars(target), rules=True)
+    assert "/ 86400 < 30" in text
+    assert "> 7200" in text
+    assert "{{ $labels.instance }}" in text  # Prometheus' own templating left intact
+
+
+# --- Prometheus config and targets -----------------------------------------------------------
+
+
+def test_replicas_differ_only_by_their_identity_and_alerts_leave_without_it(tmp_path: Path) -> None:
+    hosts = lab_like()
+    one = yaml.safe_load(render_tree(tmp_path / "1", hosts, "lb1").read_text())
+    two = yaml.safe_load(render_tree(tmp_path / "2", hosts, "lb2").read_text())
+    assert one["global"]["external_labels"] == {"cluster": "onlyoffice-ha", "replica": "lb1"}
+    assert two["global"]["external_labels"]["replica"] == "lb2"
+    for config in (one, two):
+        assert config["alerting"]["alert_relabel_configs"] == [{"action": "labeldrop", "regex": "replica"}]
+        assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["198.18.1.11:9093", "198.18.2.11:9093"]
+    probes = {c["job_name"]: c for c in two["scrape_configs"] if c.get("metrics_path") == "/probe"}
+    assert set(probes) == {"probe_ds_health", "probe_front_door"}
+    relabel = probes["probe_front_door"]["relabel_configs"]
+    assert {"target_label": "__address__", "replacement": "198.18.2.11:9115"} in relabel
+    assert {"target_label": "probe_az", "replacement": "az2"} in relabel
+
+
+def test_targets_follow_the_inventory_groups() -> None:
+    hosts = lab_like()
+    jobs = mon.scrape_jobs(hosts[0], mon.members_of(hosts))
+
+    def addresses(job: str) -> list[str]:
+        return [t for entry in jobs[job] for t in entry["targets"]]
+
+    assert len(addresses("node")) == 8
+    assert addresses("postgres") == [f"198.18.{i}.31:9187" for i in (1, 2, 3)]
+    assert addresses("patroni") == [f"198.18.{i}.31:8008" for i in (1, 2, 3)]
+    assert addresses("etcd") == [f"198.18.{i}.31:2381" for i in (1, 2, 3)]
+    assert addresses("sentinel") == [f"198.18.{i}.31:9122" for i in (1, 2, 3)]
+    assert addresses("rabbitmq") == [f"198.18.{i}.31:15692" for i in (1, 2, 3)]
+    assert len(addresses("haproxy")) == 5  # DS hosts and LBs: the client-side endpoints
+    assert addresses("mtail") == ["198.18.1.11:3903", "198.18.2.11:3903"]
+    assert addresses("prometheus") == ["198.18.1.11:9090", "198.18.2.11:9090"]
+    assert addresses("probe_ds_health") == [f"http://198.18.{i}.21:80/healthcheck" for i in (1, 2, 3)]
+    assert addresses("probe_front_door") == ["https://198.18.10.100/healthcheck"]
+    assert jobs["node"][2]["labels"] == {"host": "ds1", "az": "az1"}
+    assert jobs["probe_ds_health"][1]["labels"]["node"] == "ds2"
+
+
+def test_an_added_host_is_a_new_target_and_empty_groups_no_job() -> None:
+    hosts = lab_like() + [_target("data4", ("redis",), "az1", "198.18.1.34", **COMMON)]
+    jobs = mon.scrape_jobs(hosts[0], mon.members_of(hosts))
+    assert "198.18.1.34:9121" in [t for entry in jobs["redis"] for t in entry["targets"]]
+    only_lbs = lab_like()[:2]
+    assert "postgres" not in mon.scrape_jobs(only_lbs[0], mon.members_of(only_lbs))
+
+
+def test_blackbox_modules_demand_body_true_and_verify_tls(tmp_path: Path) -> None:
+    config = yaml.safe_load(render("blackbox.yml.j2", mon.blackbox_vars(lab_like()[0])))["modules"]
+    assert config["ds_healthcheck"]["http"]["fail_if_body_not_matches_regexp"] == ["^true\\s*$"]
+    assert config["front_door"]["http"]["fail_if_not_ssl"] is True
+    assert config["front_door"]["http"]["tls_config"] == {"ca_file": "/etc/ssl/certs/ooha-lab-ca.crt"}
+    assert "tls_config" not in yaml.safe_load(render("blackbox.yml.j2", {"ca_file": None}))["modules"]["front_door"]["http"]
+
+
+def test_daemon_arguments_peer_with_the_other_host_only() -> None:
+    hosts = lab_like(monitoring_retention="30d")
+    members = mon.members_of(hosts)
+    args = mon.alertmanager_args(hosts[0], members)
+    assert "--cluster.peer=198.18.2.11:9094" in args and "--cluster.peer=198.18.1.11" not in args
+    assert "--web.listen-address=198.18.1.11:9093" in args
+    assert mon.prometheus_args(hosts[1], members) == (
+        "--web.listen-address=198.18.2.11:9090 --storage.tsdb.retention.time=30d")
+    assert render("alertmanager.default.j2", {"args": args}).splitlines()[-1] == f'ARGS="{args}"'
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+def test_lab_like_inputs_and_group_are_valid() -> None:
+    hosts = lab_like()
+    assert [mon.input_problems(h) for h in hosts] == [[]] * len(hosts)
+    assert mon.group_problems(mon.members_of(hosts)) == []
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("monitoring_retention", "15 days", "monitoring_retention: '15 days' is not a Prometheus duration; fix: e.g. '15d'"),
+    ("monitoring_scrape_interval", "0s", "monitoring_scrape_interval: '0s'"),
+    ("monitoring_alertmanager_port", 70000, "monitoring_alertmanager_port: 70000; fix: a TCP port"),
+    ("monitoring_disk_free_warning", 20, "monitoring_disk_free_warning: 20; fix: a share between 0 and 1"),
+    ("monitoring_disk_free_critical", 0.5, "monitoring_disk_free_warning: 0.2 must be above monitoring_disk_free_critical"),
+    ("monitoring_cert_critical_days", 30, "monitoring_cert_warning_days: 21 must be above monitoring_cert_critical_days"),
+    ("monitoring_replication_lag_warning_bytes", -1, "monitoring_replication_lag_warning_bytes: -1; fix: a positive number"),
+    ("monitoring_receiver_page", "sms", "monitoring_receiver_page: 'sms'; fix: one of webhook, email"),
+    ("monitoring_webhook_url", None, "monitoring_webhook_url: missing; fix:"),
+    ("monitoring_webhook_url", "198.18.20.10:9099", "monitoring_webhook_url: '198.18.20.10:9099' is not an http(s) URL"),
+    ("monitoring_cluster_name", "my cluster", "monitoring_cluster_name: 'my cluster'; fix:"),
+    ("monitoring_probe_ca_file", "ca.crt", "monitoring_probe_ca_file: 'ca.crt'; fix: an absolute path"),
+    ("lb_vip", None, "monitoring_front_door_url: missing and no lb_vip"),
+])
+def test_bad_input_is_one_line_naming_host_field_and_fix(field: str, value: Any, expected: str) -> None:
+    target = lab_like(**{field: value})[0]
+    problems = mon.input_problems(target)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("lb1: ") and expected in problems[0] and "fix:" in problems[0]
+
+
+def test_email_level_needs_the_mail_settings() -> None:
+    problems = mon.input_problems(lab_like(monitoring_receiver_critical="email")[0])
+    assert [p.split(":")[1].strip() for p in problems] == [
+        "monitoring_email_to", "monitoring_email_from", "monitoring_smtp_smarthost"]
+
+
+def test_the_monitoring_group_is_two_hosts_in_two_azs() -> None:
+    hosts = lab_like()
+    one = [h for h in hosts if h.name != "lb2"]
+    assert mon.group_problems(mon.members_of(one))[0].startswith("monitoring: hosts: 1 (lb1); fix:")
+    same_az = [_target("m1", ("monitoring",), "az1", "198.18.1.41"), _target("m2", ("monitoring",), "az1", "198.18.1.42")]
+    assert mon.group_problems(mon.members_of(same_az)) == [
+        "m2: az: 'az1' is also m1's AZ; fix: put the two monitoring hosts in two AZs (losing one AZ must not lose alerting)"]
