@@ -37,16 +37,17 @@ $(STAMP): pyproject.toml
 	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "onlyoffice-ha-checkout.pth").write_text("$(CURDIR)\n")'
 	@touch $@
 
-# promtool and amtool (Debian 12: prometheus 2.42, prometheus-alertmanager 0.25) check the
-# monitoring layer's configs and alert rules in the gate (tests/unit/test_monitoring.py fails
-# without them).  Only the tools are wanted here: the daemons the packages start are stopped.
+# promtool, amtool and mtail (Debian 12: prometheus 2.42, prometheus-alertmanager 0.25, mtail 3.0)
+# check the monitoring layer's configs, alert rules and log program in the gate
+# (tests/unit/test_monitoring.py fails without them).  Only the tools are wanted here: the
+# daemons the packages start are stopped.
 tools:
-	@if ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1; then \
-		echo "--> installing promtool and amtool (prometheus, prometheus-alertmanager)"; \
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1 || ! command -v mtail >/dev/null 2>&1; then \
+		echo "--> installing promtool, amtool and mtail (prometheus, prometheus-alertmanager, mtail)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			prometheus prometheus-alertmanager; \
+			prometheus prometheus-alertmanager mtail; \
 		if [ -d /run/systemd/system ]; then \
-			systemctl disable --now prometheus.service prometheus-alertmanager.service; \
+			systemctl disable --now prometheus.service prometheus-alertmanager.service mtail.service; \
 		fi; \
 	fi
 

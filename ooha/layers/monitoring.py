@@ -26,14 +26,16 @@ What is rendered (pure functions, unit-tested with the real ``promtool``/``amtoo
   (webhook or e-mail), inhibit rules (DS alerts are muted while the data tier's own outage
   alert fires), and ``/etc/default/prometheus-alertmanager`` with the cluster flags (peers are
   command-line flags in 0.25, not config).
+* ``ooha-nginx.mtail``: the LBs' nginx access log (``log_format ooha`` of the loadbalancer
+  layer) as ``ooha_nginx_requests_total{upstream,status}``, ``ooha_nginx_retried_requests_total``
+  and the ``ooha_nginx_upstream_seconds`` histogram (``upstream`` = the address that answered
+  last); tested with ``mtail --one_shot`` on sample lines.
 
 Metric names this layer's rules rely on that are NOT an exporter's own (the writers are left
 to wire; docs/architecture.md "Monitoring"): the node exporter's textfile collector files
 ``ooha_keepalived_vip_held`` (1 on the LB holding the VIP, else 0),
 ``ooha_backup_last_success_timestamp_seconds{tool="pgbackrest"|"restic"}``,
-``ooha_rabbitmq_partitions`` (``rabbitmq-diagnostics`` partitions count), and the mtail
-program's ``ooha_nginx_requests_total{upstream,status}`` and
-``ooha_nginx_upstream_seconds`` (histogram) on the LBs.
+``ooha_rabbitmq_partitions`` (``rabbitmq-diagnostics`` partitions count).
 
 Not in ooha/stack.py yet: the exporters on the other hosts, the etcd metrics listener and the
 HAProxy exporter frontend (other layers' files) and the lab's monitoring group come first.
@@ -55,6 +57,8 @@ PROMETHEUS_DIR = "/etc/prometheus"
 CANDIDATE_DIR = "/etc/prometheus/ooha-candidate"
 """The whole tree (prometheus.yml, rules/, file_sd/) is written and checked here first."""
 RULES_FILE = "rules/ooha.yml"
+MTAIL_PROGRAM = "/etc/mtail/ooha-nginx.mtail"
+"""On each LB (Debian's mtail reads /etc/mtail/*.mtail)."""
 FILE_SD_DIR = "file_sd"
 ALERTMANAGER_CONF = "/etc/prometheus/alertmanager.yml"
 ALERTMANAGER_DEFAULT = "/etc/default/prometheus-alertmanager"

@@ -1,5 +1,5 @@
 """Monitoring layer: the rendered Prometheus/Alertmanager/blackbox configs and alert rules,
-checked by the real tools (promtool 2.42, amtool 0.25 from Debian 12), the targets generated
+checked by the real tools (promtool 2.42, amtool 0.25, mtail 3.0 from Debian 12), the targets generated
 from the inventory, and the input rules.
 
 The tools are REQUIRED here: `make gate` installs them (Makefile); a machine without them
@@ -25,7 +25,7 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "monitoring"
 RULE_TESTS = sorted((Path(__file__).resolve().parent / "monitoring").glob("*.test.yml"))
 """promtool unit tests of the rules; the backup-age ones apart (a 5-minute evaluation interval)."""
 LEVELS = {"warning", "critical", "page"}
-INSTALL = "apt-get install -y --no-install-recommends prometheus prometheus-alertmanager (or `make gate`)"
+INSTALL = "apt-get install -y --no-install-recommends prometheus prometheus-alertmanager mtail (or `make gate`)"
 
 
 def tool(name: str) -> str:
@@ -304,3 +304,39 @@ def test_the_monitoring_group_is_two_hosts_in_two_azs() -> None:
     same_az = [_target("m1", ("monitoring",), "az1", "198.18.1.41"), _target("m2", ("monitoring",), "az1", "198.18.1.42")]
     assert mon.group_problems(mon.members_of(same_az)) == [
         "m2: az: 'az1' is also m1's AZ; fix: put the two monitoring hosts in two AZs (losing one AZ must not lose alerting)"]
+
+
+# --- mtail: the LBs' nginx access log as metrics ---------------------------------------------
+
+ACCESS_LOG = """\
+198.18.0.1 [2026-12-05T16:00:00+00:00] "GET /healthcheck HTTP/1.1" 200 4 shard="" node= upstream="198.18.1.21:80" ustatus="200" rt=0.003 urt="0.002" uct="0.000"
+198.18.0.1 [2026-12-05T16:00:01+00:00] "GET /doc/abc/c/?EIO=4 HTTP/1.1" 200 10 shard="abc" node=ds2 upstream="198.18.2.21:80" ustatus="200" rt=0.300 urt="0.300" uct="0.001"
+198.18.0.1 [2026-12-05T16:00:02+00:00] "GET /cache/files/x HTTP/1.1" 200 10 shard="abc" node=ds2 upstream="198.18.1.21:80, 198.18.2.21:80" ustatus="502, 200" rt=1.200 urt="0.001, 1.150" uct="0.001, 0.001"
+198.18.0.1 [2026-12-05T16:00:03+00:00] "GET /x HTTP/1.1" 502 150 shard="" node= upstream="198.18.1.21:80, 198.18.2.21:80, 198.18.3.21:80" ustatus="502, 502, 502" rt=0.010 urt="0.001, 0.001, 0.002" uct="-, -, -"
+198.18.0.1 [2026-12-05T16:00:04+00:00] "GET /internal/x HTTP/1.1" 403 150 shard="" node= upstream="" ustatus="" rt=0.000 urt="" uct=""
+"""
+
+
+def test_mtail_program_counts_status_retries_and_latency_per_upstream(tmp_path: Path) -> None:
+    """The program parses the LB layer's `log_format ooha` (templates/loadbalancer/lb-nginx.conf.j2):
+    the final upstream of a retried request gets the status, retries are counted, latency is the
+    final upstream's."""
+    nginx_conf = (TEMPLATES.parent / "loadbalancer" / "lb-nginx.conf.j2").read_text()
+    assert "upstream=\"$upstream_addr\" '" in nginx_conf and "urt=\"$upstream_response_time\"" in nginx_conf
+    progs = tmp_path / "progs"
+    progs.mkdir()
+    shutil.copy(TEMPLATES / "ooha-nginx.mtail", progs / "ooha-nginx.mtail")
+    (tmp_path / "access.log").write_text(ACCESS_LOG)
+    result = run(tool("mtail"), "--one_shot", "--one_shot_format", "prometheus", "--progs", str(progs),
+                 "--logs", str(tmp_path / "access.log"))
+    assert result.returncode == 0, result.stderr
+    samples = {line.rsplit(" ", 1)[0].replace('prog="ooha-nginx.mtail",', ""): float(line.rsplit(" ", 1)[1])
+               for line in result.stdout.splitlines() if line and not line.startswith("#")}
+    assert samples['ooha_nginx_requests_total{status="200",upstream="198.18.2.21:80"}'] == 2
+    assert samples['ooha_nginx_requests_total{status="502",upstream="198.18.3.21:80"}'] == 1
+    assert samples['ooha_nginx_requests_total{status="403",upstream=""}'] == 1
+    assert samples['ooha_nginx_retried_requests_total{upstream="198.18.2.21:80"}'] == 1
+    assert 'ooha_nginx_retried_requests_total{upstream="198.18.1.21:80"}' not in samples
+    assert samples['ooha_nginx_upstream_seconds_count{upstream="198.18.2.21:80"}'] == 2
+    assert samples['ooha_nginx_upstream_seconds_sum{upstream="198.18.2.21:80"}'] == pytest.approx(1.45)
+    assert samples['ooha_nginx_upstream_seconds_bucket{upstream="198.18.2.21:80",le="0.5"}'] == 1
