@@ -111,6 +111,8 @@ HEAL_DEPENDENCIES = ("pg-primary", "redis-primary", "rabbitmq")
 CONFIG_DIR = "/etc/onlyoffice-ha/documentserver"
 ENV_FILE = f"{CONFIG_DIR}/documentserver.env"
 RELEASE_FILE = f"{CONFIG_DIR}/release.json"
+RETIRED_FILE = f"{CONFIG_DIR}/retired.json"
+"""Written by deploys/scale.py --data ds_retire=<node> (ooha/rollout/scale.py NODE_MARKER_FILE)."""
 """Written by the rollout driver before it moves a node: {"ref": image ref, "rollout_id": id}."""
 LOCAL_CONFIG = f"{CONFIG_DIR}/local-production-linux.json"
 LOCAL_CONFIG_IN_CONTAINER = "/etc/onlyoffice/documentserver/local-production-linux.json"
@@ -235,6 +237,17 @@ def release_guard(target: Any, release_lines: list[str] | None) -> None:
             f"{target.name}: ds_version: the node runs {ref} (rollout {recorded.get('rollout_id')}) but the inventory "
             f"says {image_ref(target)}; fix: set {release_keys(ref)} in the inventory, or change releases with "
             "deploys/patch.py / deploys/rollback.py (or --data ds_release_change=<why> to force it)")
+
+
+def retired_guard(target: Any, marker_lines: list[str] | None) -> None:
+    """Refuse (DeployError) to converge a node that deploys/scale.py retired while it is still in
+    the inventory: the main job would start its stopped container again behind the scale-in's
+    back.  ``ds_join`` removes the marker before its own main job."""
+    from ooha.rollout.scale import retired_refusal
+
+    refusal = retired_refusal(target.name, marker_lines)
+    if refusal:
+        raise DeployError(refusal)
 
 
 def input_problems(target: Any) -> list[str]:
@@ -538,6 +551,7 @@ def documentserver() -> None:
         _WARNED[0] = True
         logger.warning(warning)
     release_guard(host, host.get_fact(FileContents, path=RELEASE_FILE))
+    retired_guard(host, host.get_fact(FileContents, path=RETIRED_FILE))
     env = container_env(host)
     config_text = local_config(host)
     # A rebuilt (blank) host gets its Data volume and configs back BEFORE the container exists.

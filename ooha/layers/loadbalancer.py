@@ -49,6 +49,7 @@ the VIP on one LB; a track script drops it when this LB's nginx stops answering 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import io
 import ipaddress
 import re
@@ -59,6 +60,7 @@ from typing import Any
 from pyinfra import host, inventory
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.files import FileContents
 from pyinfra.operations import apt, files, systemd
 
 from ooha.ops.candidate import ConfigFile, validated_config
@@ -444,6 +446,42 @@ def front_door_line() -> str:
 # --- the deploy ---------------------------------------------------------------------------
 
 
+def membership_guard(target: Any) -> dict[str, dict[str, str]]:
+    """Refuse (DeployError, plan time) a DS membership change that deploys/scale.py did not
+    prepare (ooha/rollout/scale.py ``membership_problems``); returns this LB's scale markers.
+
+    Why here: the table the LB would render is the inventory's docs group; a node dropped from
+    it without a drain loses its open editing sessions, a node added without the join gate may
+    be served before it is healthy.  The deployed Lua says which nodes the LB routes to now.
+    """
+    from ooha.rollout import scale
+
+    live = scale.lua_nodes(target.get_fact(FileContents, path=f"{CONF_DIR}/{LUA_MODULE}"))
+    markers = scale.parse_markers(target.get_fact(FileContents, path=scale.MARKER_FILE))
+    names = [n["name"] for n in ds_nodes(80)]
+    problems = scale.membership_problems(target.name, live, names, markers)
+    if problems:
+        raise DeployError("Document Server membership:\n" + "\n".join(problems))
+    return markers
+
+
+def prune_scale_markers(markers: dict[str, dict[str, str]]) -> None:
+    """After the render: drop the markers of changes this run made (a removed retired node, a
+    rendered joining one); a retired node still in the inventory keeps its marker."""
+    from ooha.rollout import scale
+
+    if not markers:
+        return
+    keep = scale.remaining_markers(markers, [n["name"] for n in ds_nodes(80)])
+    if keep == markers:
+        return
+    if keep:
+        files.put(name="Scale markers (changes still pending)", src=io.StringIO(json.dumps(keep, sort_keys=True) + "\n"),
+                  dest=scale.MARKER_FILE, user="root", group="root", mode="600")
+    else:
+        files.file(name="Scale markers done", path=scale.MARKER_FILE, present=False)
+
+
 def _nginx_files() -> list[ConfigFile]:
     """The four files of the nginx tree: each checked under CANDIDATE_DIR, live under CONF_DIR
     (nginx.conf itself live at NGINX_CONF).  The candidate nginx.conf names the candidate files."""
@@ -469,6 +507,7 @@ def loadbalancer() -> None:
     problems = input_problems(host)
     if problems:
         raise DeployError("Load balancer layer inputs:\n" + "\n".join(problems))
+    markers = membership_guard(host)
     apt.packages(name="Install nginx (Lua, lua-resty-redis) and keepalived", packages=list(host.data.lb_packages),
                  no_recommends=True)
     for directory in (CONF_DIR, CANDIDATE_DIR):
@@ -483,6 +522,7 @@ def loadbalancer() -> None:
         label="nginx", service="nginx.service", rejected=rejected, hint=f"nginx -t -c {rejected}",
     )
     systemd.service(name="nginx running and enabled", service="nginx.service", running=True, enabled=True)
+    prune_scale_markers(markers)
 
     interface = _value(host, "lb_vrrp_interface") or interface_of(
         host.get_fact(HostAddresses), str(host.data.get("front_address")))

@@ -13,7 +13,7 @@ health gate, progress), and the main job refuses a membership change it did not 
 - scale in (``--data ds_retire=ds3``, the host still in the inventory so it can be reached):
   preflight (the other nodes healthy, capacity for its sessions), drain (``draining``, wait
   for its editing sessions up to ``ds_drain_seconds``), ``out`` in the node-state hash (out
-  of BOTH LBs: they read the same Redis), THEN its container stops (restart policy ``no``);
+  of BOTH LBs: they read the same Redis), THEN its container stops;
   a ``retired`` marker on every LB and on the node; its ledger row dropped.  The operator
   then removes the host from the inventory and runs the main job.
 - scale out (``--data ds_join=ds4``, the host added to the inventory): the node is announced

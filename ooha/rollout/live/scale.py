@@ -246,8 +246,9 @@ class ScaleDriver(Driver):
         return (not problems, "; ".join(problems) if problems else f"{len(results)} gates OK")
 
     def phase_stop(self) -> tuple[bool, str]:
-        """Out of both LBs (the node-state hash), THEN the container stops (no restart on boot);
-        markers on the node and the LBs; the ledger row dropped."""
+        """Out of both LBs (the node-state hash), THEN the container stops (its restart policy
+        ``unless-stopped`` keeps a stopped container stopped across reboots; the self-healing
+        timer never starts a stopped one); markers on the node and the LBs; the ledger row dropped."""
         from ooha.facts.documentserver import CONTAINER
         from ooha.layers.documentserver import DS_DEFAULTS
 
@@ -260,8 +261,8 @@ class ScaleDriver(Driver):
         c = remote.quote(CONTAINER)
         marker = remote.quote(scale.NODE_MARKER_FILE)
         text = f'{{"rollout_id": "{self.journal.rollout_id}"}}\n'
-        result = remote.run(doc, f"if docker inspect {c} >/dev/null 2>&1; then docker update --restart=no {c} >/dev/null && "
-                                 f"docker stop -t {grace} {c} >/dev/null; fi && install -d -m 700 $(dirname {marker}) && "
+        result = remote.run(doc, f"if docker inspect {c} >/dev/null 2>&1; then docker stop -t {grace} {c} >/dev/null; fi && "
+                                 f"install -d -m 700 $(dirname {marker}) && "
                                  f"cat > {marker}", stdin=text, timeout=grace + 120)
         if not result.ok:
             return False, f"{self.node}: cannot stop the container: {result.why()}"
