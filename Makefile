@@ -37,17 +37,20 @@ $(STAMP): pyproject.toml
 	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "onlyoffice-ha-checkout.pth").write_text("$(CURDIR)\n")'
 	@touch $@
 
-# promtool, amtool and mtail (Debian 12: prometheus 2.42, prometheus-alertmanager 0.25, mtail 3.0)
-# check the monitoring layer's configs, alert rules and log program in the gate
-# (tests/unit/test_monitoring.py fails without them).  Only the tools are wanted here: the
-# daemons the packages start are stopped.
+# The monitoring layer's tools (Debian 12): promtool (prometheus 2.42), amtool
+# (prometheus-alertmanager 0.25), mtail 3.0 and the blackbox exporter 0.23 check its configs, alert
+# rules, log program and probe modules in the gate (tests/unit/test_monitoring.py fails without
+# them).  Only the tools are wanted here: the daemons the packages start are stopped.
+MONITORING_TOOLS := promtool amtool mtail prometheus-blackbox-exporter
 tools:
-	@if ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1 || ! command -v mtail >/dev/null 2>&1; then \
-		echo "--> installing promtool, amtool and mtail (prometheus, prometheus-alertmanager, mtail)"; \
+	@missing=; for t in $(MONITORING_TOOLS); do command -v $$t >/dev/null 2>&1 || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+		echo "--> installing the monitoring tools (prometheus, prometheus-alertmanager, mtail, prometheus-blackbox-exporter)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			prometheus prometheus-alertmanager mtail; \
+			prometheus prometheus-alertmanager mtail prometheus-blackbox-exporter; \
 		if [ -d /run/systemd/system ]; then \
-			systemctl disable --now prometheus.service prometheus-alertmanager.service mtail.service; \
+			systemctl disable --now prometheus.service prometheus-alertmanager.service mtail.service \
+				prometheus-blackbox-exporter.service; \
 		fi; \
 	fi
 

@@ -1,6 +1,6 @@
-"""Monitoring layer: the rendered Prometheus/Alertmanager/blackbox configs and alert rules,
-checked by the real tools (promtool 2.42, amtool 0.25, mtail 3.0 from Debian 12), the targets generated
-from the inventory, and the input rules.
+"""Monitoring layer: the rendered Prometheus/Alertmanager/blackbox configs, alert rules and mtail
+program, checked by the real tools (promtool 2.42, amtool 0.25, mtail 3.0, blackbox exporter 0.23
+from Debian 12), the targets generated from the inventory, and the input rules.
 
 The tools are REQUIRED here: `make gate` installs them (Makefile); a machine without them
 fails these tests (a skipped check would let a broken rule through).
@@ -8,9 +8,20 @@ fails these tests (a skipped check would let a broken rule through).
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import http.server
+import ipaddress
 import shutil
+import socket
+import ssl
 import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,6 +29,10 @@ from typing import Any
 import jinja2
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from ooha.layers import monitoring as mon
 
@@ -25,7 +40,7 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "monitoring"
 RULE_TESTS = sorted((Path(__file__).resolve().parent / "monitoring").glob("*.test.yml"))
 """promtool unit tests of the rules; the backup-age ones apart (a 5-minute evaluation interval)."""
 LEVELS = {"warning", "critical", "page"}
-INSTALL = "apt-get install -y --no-install-recommends prometheus prometheus-alertmanager mtail (or `make gate`)"
+INSTALL = "apt-get install -y --no-install-recommends prometheus prometheus-alertmanager mtail prometheus-blackbox-exporter (or `make gate`)"
 
 
 def tool(name: str) -> str:
@@ -340,3 +355,136 @@ def test_mtail_program_counts_status_retries_and_latency_per_upstream(tmp_path: 
     assert samples['ooha_nginx_upstream_seconds_count{upstream="198.18.2.21:80"}'] == 2
     assert samples['ooha_nginx_upstream_seconds_sum{upstream="198.18.2.21:80"}'] == pytest.approx(1.45)
     assert samples['ooha_nginx_upstream_seconds_bucket{upstream="198.18.2.21:80",le="0.5"}'] == 1
+
+
+# --- blackbox: the probe modules against real HTTP answers -------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_blackbox_config_check_accepts_the_modules_and_refuses_a_broken_one(tmp_path: Path) -> None:
+    good = tmp_path / "blackbox.yml"
+    good.write_text(render("blackbox.yml.j2", mon.blackbox_vars(lab_like()[0])))
+    exporter = tool("prometheus-blackbox-exporter")
+    assert run(exporter, "--config.check", f"--config.file={good}").returncode == 0
+    bad = tmp_path / "bad.yml"
+    bad.write_text(good.read_text().replace('"^true\\\\s*$"', '"(("', 1))
+    assert bad.read_text() != good.read_text()
+    assert run(exporter, "--config.check", f"--config.file={bad}").returncode != 0
+
+
+ANSWERS = {"/true": (200, b"true"), "/true-nl": (200, b"true\n"), "/false": (200, b"false"),
+           "/empty": (200, b""), "/down": (503, b"true")}
+
+
+@contextlib.contextmanager
+def http_server(tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    """A local server answering ANSWERS; yields its base URL (https when ``tls``)."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            status, body = ANSWERS[self.path]
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def blackbox(config: Path) -> Iterator[Callable[[str, str], dict[str, float]]]:
+    """The real blackbox exporter on ``config``; yields ``probe(module, target) -> {metric: value}``."""
+    port = _free_port()
+    exporter = subprocess.Popen([tool("prometheus-blackbox-exporter"), f"--config.file={config}",
+                                 f"--web.listen-address=127.0.0.1:{port}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def probe(module: str, target: str) -> dict[str, float]:
+        url = f"http://127.0.0.1:{port}/probe?module={module}&target={urllib.parse.quote(target, safe='')}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            lines = response.read().decode().splitlines()
+        # unlabelled series by name (labelled ones may hold spaces; the last of a name wins)
+        return {line.split("{")[0].split(" ")[0]: float(line.rsplit(" ", 1)[1])
+                for line in lines if line and not line.startswith("#")}
+
+    try:
+        deadline = time.monotonic() + 15
+        while True:  # up once it answers /metrics
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or exporter.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        yield probe
+    finally:
+        exporter.terminate()
+        exporter.wait(timeout=10)
+
+
+def test_ds_healthcheck_probe_passes_only_on_body_true(tmp_path: Path) -> None:
+    """The blackbox exporter itself probes a local HTTP server: `true` (with or without a newline)
+    passes; `false`, an empty body and a 503 fail."""
+    config = tmp_path / "blackbox.yml"
+    config.write_text(render("blackbox.yml.j2", mon.blackbox_vars(lab_like()[0])))
+    with http_server() as base, blackbox(config) as probe:
+        results = {path: probe("ds_healthcheck", base + path)["probe_success"] for path in ANSWERS}
+    assert results == {"/true": 1, "/true-nl": 1, "/false": 0, "/empty": 0, "/down": 0}
+
+
+def _tls_files(directory: Path) -> tuple[Path, Path, Path, dt.datetime]:
+    """A CA and a server certificate for 127.0.0.1 signed by it: (ca.crt, server.crt, server.key, not_after)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ooha test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    not_after = (now + dt.timedelta(days=10)).replace(microsecond=0)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "front")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(not_after)
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = directory / "ca.crt", directory / "front.crt", directory / "front.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return (*paths, not_after)
+
+
+def test_front_door_probe_verifies_tls_and_reports_the_certificate_expiry(tmp_path: Path) -> None:
+    """With the CA: success and probe_ssl_earliest_cert_expiry = the certificate's notAfter (what
+    CertificateExpiring reads); without it (unknown authority) or over plain HTTP: failure."""
+    ca, crt, key, not_after = _tls_files(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(crt, key)
+    with_ca, without_ca = tmp_path / "with-ca.yml", tmp_path / "without-ca.yml"
+    with_ca.write_text(render("blackbox.yml.j2", mon.blackbox_vars(lab_like(monitoring_probe_ca_file=str(ca))[0])))
+    without_ca.write_text(render("blackbox.yml.j2", {"ca_file": None}))
+    with http_server(tls) as base, blackbox(with_ca) as probe:
+        good = probe("front_door", base + "/true")
+        assert good["probe_success"] == 1
+        assert good["probe_ssl_earliest_cert_expiry"] == not_after.timestamp()
+        assert probe("front_door", base + "/false")["probe_success"] == 0
+    with http_server(tls) as base, blackbox(without_ca) as probe:
+        assert probe("front_door", base + "/true")["probe_success"] == 0
+    with http_server() as base, blackbox(with_ca) as probe:
+        assert probe("front_door", base + "/true")["probe_success"] == 0
