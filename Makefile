@@ -80,6 +80,7 @@ bench: venv
 	$(PY) benchmarks/pgbackrest_restore.py --scale 68
 	$(PY) benchmarks/pgbackrest_rpo.py --runs 2
 	$(PY) benchmarks/dr_rto.py
+	$(PY) benchmarks/scale_out.py
 
 status: venv
 	$(PY) -m lab status
