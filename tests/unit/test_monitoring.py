@@ -488,3 +488,80 @@ def test_front_door_probe_verifies_tls_and_reports_the_certificate_expiry(tmp_pa
         assert probe("front_door", base + "/true")["probe_success"] == 0
     with http_server() as base, blackbox(with_ca) as probe:
         assert probe("front_door", base + "/true")["probe_success"] == 0
+
+
+# --- the HA path end to end: two Prometheus replicas, two clustered Alertmanagers, one webhook ---
+
+
+@contextlib.contextmanager
+def webhook_recorder() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A local webhook receiver; yields (url, the JSON bodies posted to it)."""
+    import json
+
+    posts: list[dict[str, Any]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/alerts", posts
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_two_replicas_and_two_clustered_alertmanagers_notify_once(tmp_path: Path) -> None:
+    """The design's claim, with the real daemons on loopback addresses (mon1 127.0.0.1, mon2
+    127.0.0.2): both Prometheus replicas evaluate the Watchdog and send it to both Alertmanagers;
+    the replica label is dropped, so the webhook gets ONE notification holding ONE alert, and the
+    second Alertmanager (it waits a peer timeout, then reads the gossiped log) sends nothing."""
+    prometheus, alertmanager = tool("prometheus"), tool("prometheus-alertmanager")
+    ports = {key: _free_port() for key in ("prometheus", "alertmanager", "cluster")}
+    with webhook_recorder() as (url, posts):
+        settings = {"monitoring_webhook_url": url, "monitoring_scrape_interval": "1s", "monitoring_scrape_timeout": "1s",
+                    "monitoring_evaluation_interval": "1s", "monitoring_prometheus_port": ports["prometheus"],
+                    "monitoring_alertmanager_port": ports["alertmanager"],
+                    "monitoring_alertmanager_cluster_port": ports["cluster"]}
+        hosts = [_target("mon1", ("monitoring",), "az1", "127.0.0.1", **{**COMMON, **settings}),
+                 _target("mon2", ("monitoring",), "az2", "127.0.0.2", **{**COMMON, **settings})]
+        members = mon.members_of(hosts)
+        processes: list[subprocess.Popen[bytes]] = []
+        try:
+            for host in hosts:
+                home = tmp_path / host.name
+                config = render_tree(home, hosts, host.name)
+                processes.append(subprocess.Popen(
+                    [alertmanager, f"--config.file={home / 'alertmanager.yml'}", f"--storage.path={home / 'am'}",
+                     "--cluster.peer-timeout=2s", "--cluster.gossip-interval=50ms", *mon.alertmanager_args(host, members).split()],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                processes.append(subprocess.Popen(
+                    # resend-delay 1s: an alert sent before the Alertmanagers are discovered is
+                    # dropped and (by default) sent again only a minute later.
+                    [prometheus, f"--config.file={config}", f"--storage.tsdb.path={home / 'data'}",
+                     "--rules.alert.resend-delay=1s", *mon.prometheus_args(host, members).split()],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            deadline = time.monotonic() + 30
+            while not posts:
+                assert time.monotonic() < deadline, "no notification within 30 s"
+                assert all(p.poll() is None for p in processes), "a daemon exited"
+                time.sleep(0.2)
+            time.sleep(5)  # > 2 x the peer timeout: the second Alertmanager would have sent by now
+        finally:
+            for process in processes:  # killed: a graceful Alertmanager waits 10 s to leave the mesh
+                process.kill()
+            for process in processes:
+                process.wait(timeout=15)
+    assert len(posts) == 1, [p.get("groupLabels") for p in posts]
+    (notification,) = posts
+    assert notification["receiver"] == "watchdog"
+    assert [alert["labels"] for alert in notification["alerts"]] == [
+        {"alertname": "Watchdog", "severity": "none", "cluster": "onlyoffice-ha"}]
