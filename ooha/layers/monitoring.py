@@ -37,8 +37,13 @@ to wire; docs/architecture.md "Monitoring"): the node exporter's textfile collec
 ``ooha_backup_last_success_timestamp_seconds{tool="pgbackrest"|"restic"}``,
 ``ooha_rabbitmq_partitions`` (``rabbitmq-diagnostics`` partitions count).
 
-Not in ooha/stack.py yet: the exporters on the other hosts, the etcd metrics listener and the
-HAProxy exporter frontend (other layers' files) and the lab's monitoring group come first.
+What the deploy will write, each as a checked candidate (``validated_config``):
+``prometheus_files`` (+ ``PROMETHEUS_CHECK``), ``alertmanager_files`` (+ ``ALERTMANAGER_CHECK``),
+``blackbox_files`` (+ ``BLACKBOX_CHECK``); the gate runs each check on these candidates.
+
+Not in ooha/stack.py yet, and no ``@deploy``/``check_monitoring`` yet: the exporters on the other
+hosts, the etcd metrics listener and the HAProxy exporter frontend (other layers' files) and the
+lab's monitoring group come first (docs/architecture.md "Monitoring", "Left to wire").
 """
 
 from __future__ import annotations
@@ -50,7 +55,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ooha.contract import CONTRACT_DEFAULTS, contract_defaults, peer_address
+from ooha.ops.candidate import ConfigFile
 from ooha.settings import Settings
+from ooha.templating import JINJA, TEMPLATES
 
 GROUP = "monitoring"
 PROMETHEUS_DIR = "/etc/prometheus"
@@ -431,3 +438,44 @@ def group_problems(members: list[Member]) -> list[str]:
         return [f"{monitors[1].name}: az: {monitors[1].az!r} is also {monitors[0].name}'s AZ; fix: put the two "
                 "monitoring hosts in two AZs (losing one AZ must not lose alerting)"]
     return []
+
+
+# --- the files the deploy writes, each checked as a candidate first (ooha/ops/candidate.py) ---------
+
+PROMETHEUS_CHECK = "promtool check config {path}"
+"""Checks prometheus.yml AND the rule files and file_sd files it names (relative paths)."""
+ALERTMANAGER_CHECK = "amtool check-config {path}"
+BLACKBOX_CHECK = "prometheus-blackbox-exporter --config.check --config.file={path}"
+
+
+def prometheus_files(target: Any, members: list[Member]) -> list[ConfigFile]:
+    """The Prometheus tree for ``validated_config(validate=PROMETHEUS_CHECK, service="prometheus.service")``:
+    prometheus.yml first, then rules/ooha.yml and one file_sd/<job>.json per job, each written under
+    CANDIDATE_DIR and checked there before it goes to PROMETHEUS_DIR (its relative paths resolve in
+    either tree).  Debian's unit reloads Prometheus with SIGHUP: no restart.  The deploy must create
+    the rules/ and file_sd/ directories in both trees first."""
+    def tree_file(src: str, relative: str, data: dict[str, Any], jinja: dict[str, Any]) -> ConfigFile:
+        return ConfigFile(src=str(TEMPLATES / "monitoring" / src), dest=f"{PROMETHEUS_DIR}/{relative}",
+                          candidate=f"{CANDIDATE_DIR}/{relative}", mode="644", data=data, jinja_env_kwargs=jinja)
+
+    files = [tree_file("prometheus.yml.j2", "prometheus.yml", prometheus_vars(target, members), dict(JINJA)),
+             tree_file("ooha-rules.yml.j2", RULES_FILE, rules_vars(target), dict(RULES_JINJA))]
+    files += [tree_file("file_sd.json.j2", f"{FILE_SD_DIR}/{job}.json", {"entries": entries}, dict(JINJA))
+              for job, entries in scrape_jobs(target, members).items()]
+    return files
+
+
+def alertmanager_files(target: Any) -> list[ConfigFile]:
+    """alertmanager.yml for ``validated_config(validate=ALERTMANAGER_CHECK,
+    service="prometheus-alertmanager.service")``; private (a webhook URL may carry a token)."""
+    return [ConfigFile(src=str(TEMPLATES / "monitoring/alertmanager.yml.j2"), dest=ALERTMANAGER_CONF,
+                       candidate=f"{ALERTMANAGER_CONF}.candidate", group="prometheus", mode="640", private=True,
+                       data=alertmanager_vars(target), jinja_env_kwargs=dict(JINJA))]
+
+
+def blackbox_files(target: Any) -> list[ConfigFile]:
+    """blackbox.yml (Debian's path) for ``validated_config(validate=BLACKBOX_CHECK,
+    service="prometheus-blackbox-exporter.service")``."""
+    return [ConfigFile(src=str(TEMPLATES / "monitoring/blackbox.yml.j2"), dest=BLACKBOX_CONF,
+                       candidate=f"{BLACKBOX_CONF}.candidate", mode="644", data=blackbox_vars(target),
+                       jinja_env_kwargs=dict(JINJA))]

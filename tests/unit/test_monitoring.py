@@ -565,3 +565,34 @@ def test_two_replicas_and_two_clustered_alertmanagers_notify_once(tmp_path: Path
     assert notification["receiver"] == "watchdog"
     assert [alert["labels"] for alert in notification["alerts"]] == [
         {"alertname": "Watchdog", "severity": "none", "cluster": "onlyoffice-ha"}]
+
+
+# --- the deploy's file lists: what validated_config would write and check ------------------------
+
+
+def _write_candidates(root: Path, files: list[Any]) -> Path:
+    """Render each ConfigFile to its candidate path under ``root`` as files.template would; return
+    the first file's candidate (the path the check runs on)."""
+    for config_file in files:
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined, **dict(config_file.jinja_env_kwargs or {}))
+        path = root / config_file.candidate.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(env.from_string(Path(config_file.src).read_text()).render(**config_file.data))
+    return root / files[0].candidate.lstrip("/")
+
+
+def test_the_deploys_candidate_trees_pass_their_checks(tmp_path: Path) -> None:
+    hosts = lab_like()
+    target, members = hosts[1], mon.members_of(hosts)
+    prometheus = mon.prometheus_files(target, members)
+    assert prometheus[0].dest == "/etc/prometheus/prometheus.yml"
+    assert {f.candidate.rsplit("/", 1)[0] for f in prometheus} <= {
+        mon.CANDIDATE_DIR, f"{mon.CANDIDATE_DIR}/rules", f"{mon.CANDIDATE_DIR}/file_sd"}
+    assert all(f.candidate.replace(mon.CANDIDATE_DIR, mon.PROMETHEUS_DIR) == f.dest for f in prometheus)
+    for files, check in ((prometheus, mon.PROMETHEUS_CHECK), (mon.alertmanager_files(target), mon.ALERTMANAGER_CHECK),
+                         (mon.blackbox_files(target), mon.BLACKBOX_CHECK)):
+        candidate = _write_candidates(tmp_path, files)
+        argv = check.format(path=candidate).split()
+        result = run(tool(argv[0]), *argv[1:])
+        assert result.returncode == 0, (check, result.stdout, result.stderr)
+    assert mon.alertmanager_files(target)[0].private
