@@ -17,7 +17,7 @@ import docker
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from lab import ca, registry as reg, state
+from lab import aptrepo, ca, registry as reg, state
 from lab.errors import LabError
 from lab.hosts import exec_out
 from lab.topology import Host, Topology
@@ -228,7 +228,7 @@ def _bucket(address: str, secrets: dict[str, str]) -> None:
 
 
 def configure(cli: docker.DockerClient, topo: Topology, host: Host, secrets: dict[str, str], say: Say) -> None:
-    """Configure registry, S3, apt cache and NTP on the services host; all idempotent."""
+    """Configure registry, S3, apt cache, the lab apt repository and NTP on the services host; all idempotent."""
     t0 = time.monotonic()
     container = cli.containers.get(host.container)
     tls_changed = _tls(container, host)
@@ -238,9 +238,11 @@ def configure(cli: docker.DockerClient, topo: Topology, host: Host, secrets: dic
     _bucket(host.address, secrets)
     _ensure_service(container, "apt-cacher-ng.service", False)
     _wait_port(container, APT_PORT)
+    aptrepo.publish(container, say)
     _ntp(container)
     say(f"services on {host.name} ({host.address}): registry :{REGISTRY_PORT}, S3 :{S3_PORT}, "
-        f"apt cache :{APT_PORT}, NTP ({time.monotonic() - t0:.1f}s)")
+        f"apt cache :{APT_PORT}, lab apt repository :{aptrepo.REPO_PORT}/{aptrepo.URL_PATH}/, NTP "
+        f"({time.monotonic() - t0:.1f}s)")
 
 
 def push_standins(cli: docker.DockerClient, host: Host, secrets: dict[str, str], say: Say) -> None:
