@@ -7,7 +7,8 @@ Under idempotent GETs through the front door and editors coming and going (sessi
    command; nothing changes (both LBs still route to ds3);
 2. ``deploys/scale.py --data ds_retire=ds3`` with 3 editing sessions held open on ds3 (15 s): the
    drain waits for them (none cut), out of both LBs, THEN its container stops;
-   the ledger drops its row and records the scale-in;
+   the ledger drops its row and records the scale-in; a rerun does nothing; the main job on ds3
+   while it is still in the inventory refuses (it would start the container again);
 3. ds3 removed from the inventory (a copy of inventories/lab.py without it) and the main job:
    both LBs' tables list ds1 and ds2 only;
 4. ``deploys/scale.py --data ds_join=ds3`` with the lab inventory: ds3 stays ``out`` in the
@@ -175,6 +176,10 @@ def test_a_node_retired_and_joined_again_under_load(scale_lab: dict[str, Any], t
         assert ops_sql(lab, "SELECT kind || '|' || status FROM rollout ORDER BY started DESC LIMIT 1") == "scale-in|done"
         again = run_pyinfra("-y", INVENTORY, "deploys/scale.py", "--data", f"ds_retire={NODE}", *FAST, timeout=600)
         assert again.returncode == 0 and "nothing to do" in output_of(again), output_of(again)[-2000:]
+        # still in the inventory: the main job would start its container again; it refuses
+        stale = run_pyinfra("-y", INVENTORY, "deploys/ha.py", "--limit", NODE, "--data", "layers=documentserver", timeout=600)
+        assert stale.returncode != 0 and f"{NODE}: retired by scale-in" in output_of(stale), output_of(stale)[-3000:]
+        assert running(lab, NODE) == "false"
 
         # 3. the inventory without it: the main job takes it out of both tables
         t0 = time.monotonic()
