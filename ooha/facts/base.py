@@ -6,6 +6,7 @@ Each fact is named for what it reports.  Sysctl values come from pyinfra's own
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from typing import Any
@@ -147,3 +148,78 @@ class DataPresent(FactBase):
 
     def process(self, output: list[str]) -> list[str]:
         return [line.strip() for line in output if line.strip()]
+
+
+PATCH_LAST_FILE = "/var/lib/onlyoffice-ha/patch-last.json"
+"""The last host-patching run on this host (written by the host-patching job, issue 12)."""
+_PATCH_SECTIONS = ("upgradable", "reboot", "needrestart", "lists", "last")
+
+
+class HostPatchState(FactBase):
+    """What the report says about patching one host (issue 12 item 4), read in one round trip.
+
+    ``apt list --upgradable`` reads the local lists (as fresh as the last ``apt-get update``,
+    whose time is returned too); ``/run/reboot-required`` is what Debian's packages set;
+    ``needrestart -b`` (batch, list only: the base layer configures it never to restart
+    anything) sees services still mapping replaced libraries.  Needs root (needrestart reads
+    every process's maps).  Returns ``parse_host_patch_state``'s dict.
+    """
+
+    def command(self) -> str:
+        mark = "echo '----ooha-{}----'; "
+        return (
+            mark.format("upgradable") + "apt list --upgradable 2>/dev/null; "
+            + mark.format("reboot") + "if [ -e /run/reboot-required ]; then echo yes; "
+            "cat /run/reboot-required.pkgs 2>/dev/null; else echo no; fi; "
+            + mark.format("needrestart") + "command -v needrestart >/dev/null && needrestart -b 2>/dev/null; "
+            + mark.format("lists") + "stat -c %Y /var/lib/apt/lists/*Release 2>/dev/null | sort -n | tail -n 1; "
+            + mark.format("last") + f"cat {shlex.quote(PATCH_LAST_FILE)} 2>/dev/null; true"
+        )
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        return parse_host_patch_state(output)
+
+
+def parse_host_patch_state(lines: list[str]) -> dict[str, Any]:
+    """Sections of HostPatchState's output -> {"pending": tuple[PendingPackage] | None,
+    "reboot": RebootVerdict (auto mode), "lists_epoch": int | None, "last_run": str | None}.
+
+    A missing section (the command was cut short) is "unknown", never "nothing pending".
+    """
+    from ooha.rollout.hostgates import parse_apt_upgradable, parse_needrestart, parse_reboot_required, reboot_decision
+
+    sections: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in lines:
+        match = re.fullmatch(r"----ooha-(\w+)----", line.strip())
+        if match and match[1] in _PATCH_SECTIONS:
+            current = match[1]
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(line)
+    flag_lines = sections.get("reboot")
+    flag = (parse_reboot_required(flag_lines[0].strip() == "yes", "\n".join(flag_lines[1:]))
+            if flag_lines else None)
+    try:
+        needrestart = parse_needrestart("\n".join(sections.get("needrestart", [])))
+    except ValueError:
+        needrestart = None
+    stamp = "".join(sections.get("lists", [])).strip()
+    last = "\n".join(sections.get("last", [])).strip()
+    return {
+        "pending": parse_apt_upgradable("\n".join(sections["upgradable"])) if "upgradable" in sections else None,
+        "reboot": reboot_decision("auto", flag, needrestart),
+        "lists_epoch": int(stamp) if stamp.isdigit() else None,
+        "last_run": _last_run_text(last),
+    }
+
+
+def _last_run_text(text: str) -> str | None:
+    """The last patch run's summary from its JSON record ({"finished", "outcome", ...})."""
+    if not text:
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return "record unreadable"
+    return f"{record.get('finished', '?')} ({record.get('outcome', '?')})"

@@ -8,6 +8,7 @@ changes nothing.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pyinfra import host
@@ -20,7 +21,8 @@ from ooha.preflight import is_ip_address
 from ooha.report import CheckResult, poll
 from ooha.settings import Settings
 from ooha.templating import JINJA, TEMPLATES
-from ooha.facts.base import AptProxyConfigured, ChronyTracking, TimeZoneName
+from ooha.facts.base import AptProxyConfigured, ChronyTracking, HostPatchState, TimeZoneName
+from ooha.rollout.hostgates import patch_summary
 
 APT_PROXY_FILE = "/etc/apt/apt.conf.d/01proxy"
 APT_LOCK_FILE = "/etc/apt/apt.conf.d/02onlyoffice-ha-lock-timeout"
@@ -28,6 +30,13 @@ CHRONY_CONF = "/etc/chrony/chrony.conf"
 CHRONY_DEFAULTS = "/etc/default/chrony"
 CHRONY_DROP_IN = "/etc/systemd/system/chrony.service.d/10-onlyoffice-ha-no-clock.conf"
 SYSCTL_FILE = "/etc/sysctl.d/60-onlyoffice-ha.conf"
+NEEDRESTART_CONF = "/etc/needrestart/conf.d/50-onlyoffice-ha.conf"
+NEEDRESTART_LIST_ONLY = (
+    "# Managed by onlyoffice-ha (ooha/layers/base.py): list only, never restart a service after an\n"
+    "# apt run. A restart of patroni, redis or rabbitmq from a package hook is a failover nobody\n"
+    "# planned; host patching restarts (or reboots) in its own order, roles moved away first.\n"
+    "$nrconf{restart} = 'l';\n"
+)
 TIME_ZONE = "Etc/UTC"
 
 BASE_DEFAULTS: dict[str, Any] = {
@@ -48,6 +57,9 @@ BASE_DEFAULTS: dict[str, Any] = {
         "jq",
         "less",
         "lsof",
+        # Tells which running services still use replaced libraries (the report's "reboot
+        # required" and host patching's reboot decision); configured never to restart one itself.
+        "needrestart",
         "procps",
         "python3",
         "tcpdump",
@@ -109,6 +121,9 @@ def _apt(data: Any) -> None:
         mode="644",
     )
     # A changed proxy may mean a different mirror view: refresh the lists now.
+    # Before the package: needrestart's apt hook reads this on its very first run.
+    files.directory(name="needrestart configuration directory", path="/etc/needrestart/conf.d", mode="755")
+    files.put(name="needrestart lists, never restarts", src=_text(NEEDRESTART_LIST_ONLY), dest=NEEDRESTART_CONF, mode="644")
     apt.update(name="Refresh apt lists (proxy changed)", _if=proxy.did_change)
     apt.update(name="Refresh apt lists", cache_time=data.apt_cache_time)
     apt.packages(
@@ -257,7 +272,16 @@ def check_base(target: Any) -> CheckResult:
     if problems:
         return CheckResult(False, "; ".join(p for p, _ in problems), "; ".join(f for _, f in problems))
     proxy_note = f", apt via {proxy}" if proxy else ""
-    return CheckResult(True, f"{chrony.detail}, sysctl baseline applied ({len(wanted)} keys){proxy_note}, UTC")
+    return CheckResult(True, f"{chrony.detail}, sysctl baseline applied ({len(wanted)} keys){proxy_note}, UTC; "
+                             f"{patch_text(target.get_fact(HostPatchState))}")
+
+
+def patch_text(state: dict[str, Any]) -> str:
+    """The base line's patch part (issue 12 item 4): informational, never a failure here (the
+    host-patching job's preflight decides what blocks a run)."""
+    lists = state.get("lists_epoch")
+    age = f", apt lists {max(0, int(time.time()) - lists) // 3600} h old" if lists else ", apt lists never fetched"
+    return patch_summary(state.get("pending"), state.get("reboot"), state.get("last_run")) + age
 
 
 @deploy("Base", data_defaults=BASE_DEFAULTS)

@@ -479,10 +479,17 @@ def patch_report_line(host: str, pending: tuple[PendingPackage, ...] | None, reb
                       last_run: str | None) -> str:
     """The report's per-host line (issue 12 item 4): pending updates (security among them), whether
     a reboot is required (``reboot_decision("auto", ...)``), the last patch run."""
+    return f"{host}: {patch_summary(pending, reboot, last_run)}"
+
+
+def patch_summary(pending: tuple[PendingPackage, ...] | None, reboot: RebootVerdict | None,
+                  last_run: str | None) -> str:
+    """``patch_report_line`` without the host (the base layer's report line carries it)."""
     if pending is None:
         upd = "pending updates unknown"
     else:
         sec = sum(1 for p in pending if p.security)
         upd = f"{len(pending)} pending update(s)" + (f" ({sec} security)" if sec else "")
-    rb = "reboot unknown" if reboot is None else ("reboot required" if reboot.reboot else "no reboot required")
-    return f"{host}: {upd}, {rb}, last patch run: {last_run or 'never'}"
+    rb = ("reboot unknown" if reboot is None else
+          f"reboot required ({'; '.join(reboot.reasons)})" if reboot.reboot else "no reboot required")
+    return f"{upd}, {rb}, last patch run: {last_run or 'never'}"

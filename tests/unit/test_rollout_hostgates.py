@@ -378,6 +378,7 @@ def test_patch_report_line() -> None:
     pending = hg.parse_apt_simulation(APT_SIMULATION).pending
     verdict = hg.reboot_decision("auto", hg.parse_reboot_required(True), hg.parse_needrestart(NEEDRESTART_CLEAN))
     assert hg.patch_report_line("data1", pending, verdict, "2026-03-20 rollout abc (done)") == \
-        "data1: 4 pending update(s) (3 security), reboot required, last patch run: 2026-03-20 rollout abc (done)"
+        "data1: 4 pending update(s) (3 security), reboot required (/run/reboot-required), " \
+        "last patch run: 2026-03-20 rollout abc (done)"
     assert hg.patch_report_line("lb1", None, None, None) == \
         "lb1: pending updates unknown, reboot unknown, last patch run: never"
