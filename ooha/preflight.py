@@ -595,6 +595,20 @@ def check_rollout_job(hosts: Sequence[HostSpec]) -> list[Problem]:
     return problems
 
 
+def check_scale_job(hosts: Sequence[HostSpec]) -> list[Problem]:
+    """deploys/scale.py: ``ds_retire`` / ``ds_join`` (ooha/rollout/scale.py) and the rollout keys it
+    shares with patch.py (drain bound, health timeout, lock)."""
+    from ooha.rollout.scale import scale_problems
+
+    docs = [spec.name for spec in hosts if "docs" in spec.groups]
+    problems = check_rollout_job(hosts)
+    for line in scale_problems(hosts[0].data if hosts else {}, docs):
+        field, rest = line.split(": ", 1)
+        problem, _, fix = rest.rpartition("; fix: ")
+        problems.append(Problem(ALL, field, problem or rest, fix or "see the README's day-2 section (scale)"))
+    return problems
+
+
 def check_restore_files_job(hosts: Sequence[HostSpec], backup_groups: Iterable[str] = ("docs", "lb")) -> list[Problem]:
     """deploys/restore_files.py: restore_host, restore_snapshot and restore_paths (from --data)."""
     import re
@@ -699,6 +713,7 @@ JOB_LAYERS: dict[str, tuple[str, ...] | None] = {
     "rebuild_site.py": None,
     "patch.py": ("documentserver",),
     "rollback.py": ("documentserver",),
+    "scale.py": ("documentserver", "loadbalancer"),
 }
 """Operator commands (deploys/) and the layers whose inputs they read (None: ``--data layers=``)."""
 
@@ -738,6 +753,8 @@ def preflight_lines(inventory: Any, jobs: Sequence[str], now: Any = None) -> lis
             problems += check_restore_files_job(hosts, layer_named("filebackup").groups or ())
         if job in ("patch.py", "rollback.py"):
             problems += check_rollout_job(hosts)
+        if job == "scale.py":
+            problems += check_scale_job(hosts)
     layer_rows = [row for row in LAYERS if row in layer_rows]
     lines = layer_input_lines(inventory, layer_rows)
     if any(p.field.startswith("group ") and p.problem == "missing or empty" for p in problems):

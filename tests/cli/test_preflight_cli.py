@@ -191,6 +191,10 @@ CASES: list[Case] = [
     Case("patch-version-not-a-tag", "ds_version", "ds1", job="patch.py", args=("--data", "ds_version=:9.3.1.2")),
     Case("rollback-stale-bound-under-three-heartbeats", "rollout_lock_stale_seconds", job="rollback.py",
          args=("--data", "rollout_lock_stale_seconds=60")),
+    Case("scale-without-a-node", "ds_retire/ds_join", job="scale.py"),
+    Case("scale-retire-not-a-ds-host", "ds_retire", job="scale.py", args=("--data", "ds_retire=data1")),
+    Case("scale-drain-bound-not-a-number", "ds_drain_seconds", job="scale.py",
+         args=("--data", "ds_join=ds2", "--data", "ds_drain_seconds=long")),
 ]
 
 VALID = [
