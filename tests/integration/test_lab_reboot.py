@@ -154,7 +154,8 @@ def test_the_load_balancer_without_the_vip_reboots_and_stays_backup(converged: d
         holders = [lb for lb in LBS if vip in _sh(lab, lb, "ip -4 -o addr show")]
         assert len(holders) == 1, holders
         host = next(lb for lb in LBS if lb not in holders)
-        key = _host_key(lab, host)
+        key, addresses = _host_key(lab, host), _addresses(lab, host)
+        assert len(addresses) == 2, addresses  # its AZ address and its front address
 
         def services_ok() -> bool:
             rc, _ = ssh(lab, host, "systemctl is-active keepalived.service nginx.service")
@@ -162,6 +163,7 @@ def test_the_load_balancer_without_the_vip_reboots_and_stays_backup(converged: d
 
         took = _reboot_and_wait(lab, host, services_ok)
         assert _host_key(lab, host) == key
+        assert _addresses(lab, host) == addresses  # the front network's address came back too
         # The peer kept the address: the reboot of the backup moved nothing.
         assert vip in _sh(lab, holders[0], "ip -4 -o addr show")
         assert vip not in _sh(lab, host, "ip -4 -o addr show")
