@@ -146,11 +146,17 @@ def authorize_key(cli: docker.DockerClient, host: Host, pubkey: str) -> None:
 def host_key(cli: docker.DockerClient, host: Host) -> str:
     """The host's own ed25519 public key, read over docker exec (not over the network)."""
     container = cli.containers.get(host.container)
-    rc, out = exec_out(container, ["cat", "/etc/ssh/ssh_host_ed25519_key.pub"])
-    parts = out.split()
-    if rc != 0 or len(parts) < 2 or parts[0] != "ssh-ed25519":
-        raise LabError(f"{host.name} has no ed25519 host key ({out.strip()}); check ooha-ssh-hostkeys.service in it")
-    return f"{parts[0]} {parts[1]}"
+    # Asked for up to 10 s: under load a docker exec has once come back empty from a host that
+    # had its key (seen while several drills shared the engine); a missing key stays missing.
+    deadline = time.monotonic() + 10.0
+    while True:
+        rc, out = exec_out(container, ["cat", "/etc/ssh/ssh_host_ed25519_key.pub"])
+        parts = out.split()
+        if rc == 0 and len(parts) >= 2 and parts[0] == "ssh-ed25519":
+            return f"{parts[0]} {parts[1]}"
+        if time.monotonic() >= deadline:
+            raise LabError(f"{host.name} has no ed25519 host key ({out.strip()}); check ooha-ssh-hostkeys.service in it")
+        time.sleep(1.0)
 
 
 def stored_host_key(container: Any) -> str | None:
