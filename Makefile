@@ -41,6 +41,9 @@ $(STAMP): pyproject.toml
 # (prometheus-alertmanager 0.25), mtail 3.0 and the blackbox exporter 0.23 check its configs, alert
 # rules, log program and probe modules in the gate (tests/unit/test_monitoring.py fails without
 # them).  Only the tools are wanted here: the daemons the packages start are stopped.
+# The firewall layer's checker, nft (nftables 1.0.6): tests/unit/test_firewall.py checks every rendered
+# ruleset with `nft -c` in a throwaway network namespace and fails without it (Debian leaves the
+# nftables service disabled: installing it changes no rule on this machine).
 MONITORING_TOOLS := promtool amtool mtail prometheus-blackbox-exporter
 tools:
 	@missing=; for t in $(MONITORING_TOOLS); do command -v $$t >/dev/null 2>&1 || missing=1; done; \
@@ -53,6 +56,8 @@ tools:
 				prometheus-blackbox-exporter.service; \
 		fi; \
 	fi
+	@command -v nft >/dev/null 2>&1 || test -x /usr/sbin/nft || { echo "--> installing nftables (nft)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables; }
 
 # Installs and starts the Docker engine if needed, builds the images, starts the lab
 # (reuses a running one).
