@@ -438,6 +438,34 @@ def input_problems(target: Any) -> list[str]:
     return problems
 
 
+def fleet_problems(target: Any, members: list[Member]) -> list[str]:
+    """Problems only the whole inventory shows, one line each: an ``admin_networks`` entry that
+    holds an inventory host's address would let that host reach every other host's SSH (a
+    compromised tier could hop everywhere), so it must name the admin hosts or a network of
+    their own.  ``target`` carries the (global) settings."""
+    problems: list[str] = []
+    admin = setting(target, "admin_networks")
+    if not isinstance(admin, (list, tuple)):
+        return problems
+    for value in admin:
+        try:
+            network = ipaddress.ip_network(str(value), strict=False)
+        except ValueError:
+            continue  # input_problems reports it
+        inside = [m.name for m in members if _in_network(m.address, network)]
+        if inside:
+            problems.append(f"{target.name}: admin_networks: {value!r} holds {', '.join(inside)}; fix: list the "
+                            "admin hosts themselves or a network that holds no inventory host")
+    return problems
+
+
+def _in_network(address: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    try:
+        return ipaddress.ip_address(address) in network
+    except ValueError:
+        return False
+
+
 def inventory_members() -> list[Member]:
     """Every host of the pyinfra inventory (--limit notwithstanding), as the matrix sees it."""
     from pyinfra import inventory

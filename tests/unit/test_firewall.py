@@ -440,3 +440,12 @@ def test_source_sets_are_normalised_networks(lab: SimpleNamespace) -> None:
     for values in tiers.values():
         for value in values:
             ipaddress.ip_network(value)
+
+
+def test_an_admin_network_holding_an_inventory_host_is_refused(tmp_path: Path) -> None:
+    """198.18.1.0/24 holds lb1, ds1 and data1: each could reach every host's SSH."""
+    hosts = lab_hosts(tmp_path, admin_networks=["198.18.1.0/24", "198.18.2.1"])
+    problems = fw.fleet_problems(hosts[0], members_of(hosts))
+    assert problems == ["lb1: admin_networks: '198.18.1.0/24' holds lb1, ds1, data1; fix: list the admin hosts "
+                        "themselves or a network that holds no inventory host"]
+    assert fw.fleet_problems(lab_hosts(tmp_path)[0], members_of(lab_hosts(tmp_path))) == []
