@@ -162,16 +162,18 @@ class HostPatchState(FactBase):
     whose time is returned too); ``/run/reboot-required`` is what Debian's packages set;
     ``needrestart -b`` (batch, list only: the base layer configures it never to restart
     anything) sees services still mapping replaced libraries.  Needs root (needrestart reads
-    every process's maps).  Returns ``parse_host_patch_state``'s dict.
+    every process's maps).  Each tool gets 60 s (``needrestart`` can block on a process stuck in
+    D state holding its mmap lock): a report must not hang on one host; a cut-short section reads
+    as unknown.  Returns ``parse_host_patch_state``'s dict.
     """
 
     def command(self) -> str:
         mark = "echo '----ooha-{}----'; "
         return (
-            mark.format("upgradable") + "apt list --upgradable 2>/dev/null; "
+            mark.format("upgradable") + "timeout 60 apt list --upgradable 2>/dev/null || echo '----ooha-cut----'; "
             + mark.format("reboot") + "if [ -e /run/reboot-required ]; then echo yes; "
             "cat /run/reboot-required.pkgs 2>/dev/null; else echo no; fi; "
-            + mark.format("needrestart") + "command -v needrestart >/dev/null && needrestart -b 2>/dev/null; "
+            + mark.format("needrestart") + "if command -v needrestart >/dev/null; then timeout 60 needrestart -b 2>/dev/null || echo '----ooha-cut----'; fi; "
             + mark.format("lists") + "stat -c %Y /var/lib/apt/lists/*Release 2>/dev/null | sort -n | tail -n 1; "
             + mark.format("last") + f"cat {shlex.quote(PATCH_LAST_FILE)} 2>/dev/null; true"
         )
@@ -192,7 +194,10 @@ def parse_host_patch_state(lines: list[str]) -> dict[str, Any]:
     current: str | None = None
     for line in lines:
         match = re.fullmatch(r"----ooha-(\w+)----", line.strip())
-        if match and match[1] in _PATCH_SECTIONS:
+        if match and match[1] == "cut" and current is not None:
+            del sections[current]  # the tool failed or ran out of time: unknown, not "nothing"
+            current = None
+        elif match and match[1] in _PATCH_SECTIONS:
             current = match[1]
             sections[current] = []
         elif current is not None:

@@ -72,3 +72,13 @@ def test_the_command_reads_every_section_in_one_round_trip() -> None:
     for section in ("upgradable", "reboot", "needrestart", "lists", "last"):
         assert f"----ooha-{section}----" in command
     assert "needrestart -b" in command and "apt list --upgradable" in command
+
+
+def test_a_tool_that_failed_or_timed_out_leaves_its_section_unknown() -> None:
+    lines = ["----ooha-upgradable----", "Listing...", "libssl3/stable-security 3.0.15 amd64 [upgradable from: 3.0.11]",
+             "----ooha-cut----", "----ooha-reboot----", "no", "----ooha-needrestart----", "NEEDRESTART-VER: 3.6",
+             "----ooha-cut----", "----ooha-lists----", "----ooha-last----"]
+    state = parse_host_patch_state(lines)
+    assert state["pending"] is None
+    assert state["reboot"].reboot and any("needrestart -b gave no answer" in r for r in state["reboot"].reasons)
+    assert "timeout 60 needrestart -b" in HostPatchState().command()
