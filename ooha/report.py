@@ -177,17 +177,19 @@ def fleet_result(versions: Mapping[str, str], rollout_open: bool | None) -> Chec
 
 
 def _rollout_open() -> bool | None:
-    """Whether a rollout holds the lock in ooha_ops (None when it cannot be read here, e.g. the
-    postgres hosts are outside ``--limit``); read only when the fleet is mixed."""
+    """Whether a live rollout holds the lock in ooha_ops (its heartbeat fresh); None when it cannot
+    be read here (the postgres hosts outside ``--limit``); read only when the fleet is mixed."""
     from ooha.rollout.live.store import Store, StoreError
 
     hosts = [member for member in inventory.get_group("postgres", []) if getattr(member, "connected", False)]
     if not hosts:
         return None
     try:
-        return Store(hosts, retry_window_s=5.0).lock() is not None
+        lock = Store(hosts, retry_window_s=5.0).lock()
     except (StoreError, ValueError):
         return None
+    # A stale lock is a rollout that stopped (a lost controller): an operator must act on it.
+    return lock is not None and not lock.is_stale(time.time())
 
 
 def add_fleet_row(results: dict[str, list[tuple[str, CheckResult]]], order: list[str]) -> None:
