@@ -115,7 +115,11 @@ class ScaleDriver(Driver):
             return 1
         kind = self.ctx.kind
         previous_journal = self.store.open_journal()
-        if previous_journal is not None and not (previous_journal.kind == kind and previous_journal.waves == [[self.node]]):
+        # A rerun of the same scale finishes it; ds_join of the node an unfinished scale-in was
+        # retiring is that scale-in's undo (a scale-in started on the wrong node at 3 a.m.).
+        same_node = previous_journal is not None and previous_journal.waves == [[self.node]]
+        undoes = same_node and previous_journal.kind == "scale-in" and kind == "scale-out"
+        if previous_journal is not None and not ((same_node and previous_journal.kind == kind) or undoes):
             self.say(f"refused: rollout {previous_journal.rollout_id} ({previous_journal.kind}) is unfinished at "
                      f"{','.join(previous_journal.current_nodes()) or 'cluster'} {previous_journal.phase.value}; "
                      "fix: rerun its own command to finish it first")
@@ -204,7 +208,8 @@ class ScaleDriver(Driver):
             problem = self.set_states([self.node], "active", only_from="draining")
             self.say(f"{self.node} back to active" if not problem else f"{self.node}: {problem}")
         elif failed in (Phase.STOP, Phase.JOIN, Phase.HEALTH, Phase.RETURN):
-            self.say(f"{self.node} stays out of the load balancers' table; fix the cause, then rerun the same command")
+            state = self.states().get(self.node, "active")
+            self.say(f"{self.node} stays {state} in the load balancers' node states; fix the cause, then rerun the same command")
 
     def finish(self) -> int:
         journal = self.journal
@@ -271,22 +276,29 @@ class ScaleDriver(Driver):
         return True, f"out of the load balancers, container {CONTAINER} stopped, ledger row dropped"
 
     def phase_join(self) -> tuple[bool, str]:
-        """Announce the node out (unless an LB already routes to it: then drain it out), clear a
-        retirement, mark every LB joining, then the main job on the whole inventory."""
+        """Announce a node no LB routes to ``out``; clear a retirement and a release left by an
+        earlier life (the node takes the inventory's release); mark every LB joining; then the
+        main job on the whole inventory.
+
+        A node an LB already routes to keeps its state: ``active``/``draining`` means editors may
+        be on it, and taking it out here would cut them without a drain (an interrupted scale-in
+        being undone, or a join of a serving node: the main job and the health gate still run).
+        """
+        from ooha.layers.documentserver import RELEASE_FILE
         from ooha.rollout.live import nodestate
 
         tables = self.live_tables()
         routed = [lb for lb, t in tables.items() if t is not None and self.node in t]
         if routed:
-            failed = self.set_states([self.node], "out")
-            if failed:
-                return False, failed
+            self.say(f"{self.node} is already in the table of {', '.join(routed)} "
+                     f"({self.states().get(self.node, 'active')}): its state is kept")
         else:
             self.on_redis(lambda host: nodestate.announce_out(host, self.state_key, self.node))
-            time.sleep(self.cache_ms * 2 / 1000)
-        result = remote.run(self.fleet.doc(self.node), f"rm -f {remote.quote(scale.NODE_MARKER_FILE)}")
+            time.sleep(self.cache_ms * 2 / 1000)  # the LBs' node-state cache (no LB routes to it yet)
+        result = remote.run(self.fleet.doc(self.node),
+                            f"rm -f {remote.quote(scale.NODE_MARKER_FILE)} {remote.quote(RELEASE_FILE)}")
         if not result.ok:
-            return False, f"{self.node}: cannot clear its retirement marker: {result.why()}"
+            return False, f"{self.node}: cannot clear its retirement marker and old release: {result.why()}"
         self.mark_lbs(scale.JOINING)
         return self.run_main_job(join_command(self.ctx.argv), [self.node], self.image().version)
 
