@@ -508,6 +508,8 @@ class SessionChurn:
     failed_open: int = 0
     cut: int = 0
     by_node: dict[str, int] = field(default_factory=dict)
+    opened_at: list[tuple[float, str]] = field(default_factory=list)
+    """(time.monotonic() when it opened, node): which node took new documents when."""
     failures: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -524,6 +526,7 @@ class SessionChurn:
         with self._lock:
             self.opened += 1
             self.by_node[node] = self.by_node.get(node, 0) + 1
+            self.opened_at.append((time.monotonic(), node))
         end = time.monotonic() + self.hold
         try:
             while time.monotonic() < end:

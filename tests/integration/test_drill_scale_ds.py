@@ -133,7 +133,12 @@ def scale_lab(request: pytest.FixtureRequest) -> Any:
         try:
             yield lab
         finally:
-            if running(lab, NODE) != "true" or states(lab).get(NODE, "active") != "active":
+            # Put the lab back for the tests after this one: the node running and active, and in
+            # both LBs' tables (a main job is refused while a table and the inventory disagree).
+            # ds_join of the node also supersedes an unfinished scale-in of it.
+            lbs = [h["name"] for h in lab["hosts"] if "lb" in (h.get("roles") or [])]
+            if (running(lab, NODE) != "true" or states(lab).get(NODE, "active") != "active"
+                    or any(NODE not in (lb_table(lab, lb) or []) for lb in lbs)):
                 run_pyinfra("-y", INVENTORY, "deploys/scale.py", "--data", f"ds_join={NODE}", *FAST, timeout=1200)
 
 
@@ -215,7 +220,13 @@ def test_a_node_retired_and_joined_again_under_load(scale_lab: dict[str, Any], t
         figures += [line.strip() for line in join.lines if line.startswith(("scale-out ", "phase times"))]
     before_gate = [s for t, s in samples if t < gated - 1]
     assert before_gate and set(before_gate) == {"out"}, samples
-    figures.append(f"{NODE} node state sampled {len(before_gate)} times before its health gate: always out")
+    # What the state is for: no new document went to the joining node before its gate passed.
+    early = [at - t0 for at, node in churn.opened_at if node == NODE and t0 <= at < gated - 1]
+    assert not early, f"sessions opened on {NODE} before its health gate, at {early} s into the join"
+    opened_during = sum(1 for at, _ in churn.opened_at if t0 <= at < gated - 1)
+    assert opened_during >= 5, f"only {opened_during} sessions opened during the join: the check above saw nothing"
+    figures.append(f"{NODE} node state sampled {len(before_gate)} times before its health gate: always out; "
+                   f"{opened_during} documents opened meanwhile, none on {NODE}")
     figures.append(f"front door: {loop.failed} failed of {loop.ok + loop.failed} GETs; {churn.summary()}")
     print("\n" + "\n".join(figures))
     assert loop.failed == 0, loop.failures
