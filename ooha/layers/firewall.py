@@ -148,8 +148,7 @@ def wanted_rules(target: Any) -> list[Rule]:
                      "endpoint_amqp_port")
     rules = [
         Rule("ssh", "all", "tcp", p("ssh_port"), (ADMIN,)),
-        Rule("front door", "lb", "tcp", FRONT_DOOR_PORTS[0], (ANY,)),
-        *[Rule("front door", "lb", "tcp", port, (ANY,)) for port in FRONT_DOOR_PORTS[1:]],
+        *[Rule("front door", "lb", "tcp", port, (ANY,)) for port in FRONT_DOOR_PORTS],
         Rule("vrrp", "lb", VRRP, None, (LB_FRONT,)),
         Rule("etcd client", "etcd", "tcp", p("etcd_client_port"), ("etcd", "postgres")),
         Rule("etcd peer", "etcd", "tcp", p("etcd_peer_port"), ("etcd",)),
@@ -197,15 +196,16 @@ def matrix(target: Any, members: list[Member]) -> list[Rule]:
         if rule.dest not in present or not sources:
             continue
         key = (rule.dest, rule.proto, rule.port)
-        if key in merged:
-            old = merged[key]
-            services = old.service if rule.service in old.service.split(" + ") else f"{old.service} + {rule.service}"
-            rule = Rule(services, rule.dest, rule.proto, rule.port,
-                        old.sources + tuple(s for s in sources if s not in old.sources), old.published or rule.published)
-        else:
-            rule = Rule(rule.service, rule.dest, rule.proto, rule.port, sources, rule.published)
-        merged[key] = rule
+        rule = Rule(rule.service, rule.dest, rule.proto, rule.port, sources, rule.published)
+        merged[key] = _merge(merged[key], rule) if key in merged else rule
     return list(merged.values())
+
+
+def _merge(old: Rule, new: Rule) -> Rule:
+    """One row for two needs of the same port: sources united (order kept), services joined."""
+    services = old.service if new.service in old.service.split(" + ") else f"{old.service} + {new.service}"
+    return Rule(services, old.dest, old.proto, old.port, old.sources + tuple(s for s in new.sources if s not in old.sources),
+                old.published or new.published)
 
 
 def source_addresses(target: Any, members: list[Member], hosts: Iterable[Any] = ()) -> dict[str, list[str]]:
@@ -233,13 +233,7 @@ def host_rules(rules: list[Rule], member: Member) -> list[Rule]:
         if rule.dest != "all" and rule.dest not in member.groups:
             continue
         key = (rule.proto, rule.port)
-        if key in merged:
-            old = merged[key]
-            services = old.service if rule.service in old.service.split(" + ") else f"{old.service} + {rule.service}"
-            rule = Rule(services, member.name, rule.proto, rule.port,
-                        old.sources + tuple(s for s in rule.sources if s not in old.sources),
-                        old.published or rule.published)
-        merged[key] = rule
+        merged[key] = _merge(merged[key], rule) if key in merged else rule
     return sorted(merged.values(), key=lambda r: (r.proto == VRRP, r.port or 0, r.proto))
 
 

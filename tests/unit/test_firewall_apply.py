@@ -62,7 +62,7 @@ def box(tmp_path: Path) -> SimpleNamespace:
 
     def run(shell: str) -> str:
         prelude = (f"export FAKE={shlex.quote(str(fake))} PATH={shlex.quote(str(fake / 'bin'))}:$PATH; "
-                   f"S={shlex.quote(str(script))}; OLD={files['old']}; NEW={files['new']}; BROKEN={files['broken']}; "
+                   f"S={shlex.quote(str(script))}; RUN={shlex.quote(str(tmp_path / 'run'))}; OLD={files['old']}; NEW={files['new']}; BROKEN={files['broken']}; "
                    "admin() { nft list set inet ooha_filter admin_v4 2>/dev/null | grep -o 'elements = {[^}]*}' || echo none; }; "
                    "fire() { eval \"$(cat \"$FAKE/timer_cmd\")\"; }; ")
         result = in_netns(prelude + shell)
@@ -88,9 +88,11 @@ def test_script_is_valid_sh_and_names_its_table_and_timeout(box: SimpleNamespace
 def test_apply_arms_the_rollback_first_and_the_timer_restores_the_previous_state(box: SimpleNamespace) -> None:
     out = values(box.run(
         "$S apply $NEW; echo apply=$?; echo live=\"$(admin)\"; echo status=$($S status); "
+        "echo digest=$(cat \"$RUN/pending\"); "
         "fire; echo fired=$?; echo after=\"$(admin)\"; nft list tables | grep -c ooha_filter | sed 's/^/tables=/'; "
         "echo status2=$($S status); $S confirm $NEW; echo confirm=$?"))
     assert out["apply"] == "0" and NEW_ADMIN in out["live"] and out["status"] == "pending"
+    assert out["digest"] == fw.ruleset_digest((box.script.parent / "new.nft").read_text())
     calls = box.calls()
     armed = [line for line in calls.splitlines() if line.startswith("systemd-run")]
     assert len(armed) == 1 and "--on-active=120s" in armed[0] and armed[0].endswith("rollback live_at_arm=no")
