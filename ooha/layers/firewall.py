@@ -95,6 +95,12 @@ FIREWALL_DEFAULTS: dict[str, Any] = {
     # Seconds an applied ruleset may stay unconfirmed before the rollback timer restores the
     # previous one.  Long enough for the deploy to reconnect, short enough to get back in.
     "firewall_confirm_timeout": 120,
+    # Extra rows for clients outside the inventory, each {"group": G, "port": P, "proto": "tcp"|"udp"
+    # (default tcp), "sources": [networks], "service": "name" (optional)}: a reporting tool reading a
+    # PostgreSQL replica, or the lab's test harness on the outer machine reaching Redis/Sentinel/AMQP/
+    # the DS port directly (docs: "Left to wire").  e.g.
+    # "firewall_extra_allow": [{"group": "postgres", "port": 6432, "sources": ["192.0.2.40"], "service": "pgbouncer"}],
+    "firewall_extra_allow": [],
     # Dropped packets are logged (rate-limited, prefix "ooha-drop: "); the port-scan drill and an
     # operator debugging a closed port read them with journalctl -k.
     "firewall_log_drops": True,
@@ -178,7 +184,16 @@ def wanted_rules(target: Any) -> list[Rule]:
         Rule("alertmanager gossip", MONITORING, "udp", p("monitoring_alertmanager_cluster_port"), (MONITORING,)),
         Rule("blackbox", MONITORING, "tcp", p("monitoring_blackbox_port"), (MONITORING,)),
     ]
+    for index, extra in enumerate(_extra_allow(target)):
+        rules.append(Rule(str(extra.get("service") or f"extra {index}"), str(extra["group"]),
+                          str(extra.get("proto") or "tcp"), int(extra["port"]), (f"extra{index}",)))
     return rules
+
+
+def _extra_allow(target: Any) -> list[dict[str, Any]]:
+    """``firewall_extra_allow`` as a list of mappings (input_problems reports anything else)."""
+    value = setting(target, "firewall_extra_allow") or []
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, (list, tuple)) else []
 
 
 def matrix(target: Any, members: list[Member]) -> list[Rule]:
@@ -191,7 +206,7 @@ def matrix(target: Any, members: list[Member]) -> list[Rule]:
     present = _groups(members) | {"all"}
     merged: dict[tuple[str, str, int | None], Rule] = {}
     for rule in wanted_rules(target):
-        sources = tuple(s for s in rule.sources if s in (ADMIN, ANY, DOCKER_BRIDGE)
+        sources = tuple(s for s in rule.sources if s in (ADMIN, ANY, DOCKER_BRIDGE) or s.startswith("extra")
                         or (s == LB_FRONT and "lb" in present) or s in present)
         if rule.dest not in present or not sources:
             continue
@@ -221,6 +236,8 @@ def source_addresses(target: Any, members: list[Member], hosts: Iterable[Any] = 
     tiers[ADMIN] = norm(setting(target, "admin_networks") or [])
     front = {str(h.name): h.data.get("front_address") for h in hosts}
     tiers[LB_FRONT] = norm(front.get(m.name) or m.address for m in members if "lb" in m.groups)
+    for index, extra in enumerate(_extra_allow(target)):
+        tiers[f"extra{index}"] = norm(extra.get("sources") or [])
     bip = target.data.get("docker_bip")
     tiers[DOCKER_BRIDGE] = norm([str(ipaddress.ip_interface(str(bip)).network)] if bip else [])
     return tiers
@@ -416,6 +433,7 @@ def input_problems(target: Any) -> list[str]:
     if isinstance(amqp, int) and not isinstance(amqp, bool) and amqp + 20000 > 65535:
         problems.append(f"{name}: rabbitmq_amqp_port: {amqp} makes the distribution port (AMQP + 20000) "
                         f"exceed 65535; fix: an AMQP port below 45536, e.g. {setting.default('rabbitmq_amqp_port')}")
+    problems += _extra_problems(target)
     timeout = setting(target, "firewall_confirm_timeout")
     if isinstance(timeout, bool) or not isinstance(timeout, int) or not 30 <= timeout <= 3600:
         problems.append(f"{name}: firewall_confirm_timeout: {timeout!r}; fix: seconds between 30 and 3600, "
@@ -432,12 +450,57 @@ def input_problems(target: Any) -> list[str]:
     return problems
 
 
+def _extra_problems(target: Any) -> list[str]:
+    """``firewall_extra_allow``: a list of {group, port, proto, sources, service} rows."""
+    name, key = target.name, "firewall_extra_allow"
+    example = 'e.g. [{"group": "postgres", "port": 6432, "sources": ["192.0.2.40"], "service": "pgbouncer"}]'
+    value = setting(target, key)
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        return [f"{name}: {key}: {value!r} is not a list; fix: {example}"]
+    problems = []
+    for index, row in enumerate(value):
+        field_name = f"{key}[{index}]"
+        if not isinstance(row, dict) or not {"group", "port", "sources"} <= set(row):
+            problems.append(f"{name}: {field_name}: {row!r} needs group, port and sources; fix: {example}")
+            continue
+        if not isinstance(row["group"], str) or not row["group"]:
+            problems.append(f"{name}: {field_name}.group: {row['group']!r}; fix: an inventory group or \"all\"")
+        port = row["port"]
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            problems.append(f"{name}: {field_name}.port: {port!r}; fix: a port 1-65535")
+        if row.get("proto", "tcp") not in ("tcp", "udp"):
+            problems.append(f"{name}: {field_name}.proto: {row.get('proto')!r}; fix: \"tcp\" or \"udp\"")
+        sources = row["sources"]
+        if not isinstance(sources, (list, tuple)) or isinstance(sources, str) or not sources:
+            problems.append(f"{name}: {field_name}.sources: {sources!r}; fix: a non-empty list of addresses or networks")
+            continue
+        for source in sources:
+            try:
+                network = ipaddress.ip_network(str(source), strict=False)
+            except ValueError:
+                problems.append(f"{name}: {field_name}.sources: {source!r} is not an address or network; "
+                                "fix: e.g. \"192.0.2.40\"")
+                continue
+            if network.prefixlen == 0:
+                problems.append(f"{name}: {field_name}.sources: {source!r} is everyone; fix: only the front door "
+                                "is open to all: list the clients' networks")
+    return problems
+
+
 def fleet_problems(target: Any, members: list[Member]) -> list[str]:
-    """Problems only the whole inventory shows, one line each: an ``admin_networks`` entry that
+    """Problems only the whole inventory shows, one line each: a ``firewall_extra_allow`` row for a
+    group no host is in (a typo would open nothing, silently), and an ``admin_networks`` entry that
     holds an inventory host's address would let that host reach every other host's SSH (a
     compromised tier could hop everywhere), so it must name the admin hosts or a network of
     their own.  ``target`` carries the (global) settings."""
     problems: list[str] = []
+    groups = _groups(members) | {"all"}
+    for index, row in enumerate(_extra_allow(target)):
+        if row.get("group") not in groups:
+            problems.append(f"{target.name}: firewall_extra_allow[{index}].group: {row.get('group')!r} has no host; "
+                            f"fix: one of {', '.join(sorted(groups))}")
     admin = setting(target, "admin_networks")
     if not isinstance(admin, (list, tuple)):
         return problems

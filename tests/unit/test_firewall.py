@@ -449,3 +449,44 @@ def test_an_admin_network_holding_an_inventory_host_is_refused(tmp_path: Path) -
     assert problems == ["lb1: admin_networks: '198.18.1.0/24' holds lb1, ds1, data1; fix: list the admin hosts "
                         "themselves or a network that holds no inventory host"]
     assert fw.fleet_problems(lab_hosts(tmp_path)[0], members_of(lab_hosts(tmp_path))) == []
+
+
+EXTRA = [{"group": "postgres", "port": 6432, "sources": ["192.0.2.40"], "service": "pgbouncer"},
+         {"group": "redis", "port": C["redis_sentinel_port"], "sources": ["198.18.1.1", "2001:db8::7"]}]
+
+
+def test_extra_rows_open_a_port_to_their_sources_only(tmp_path: Path) -> None:
+    hosts = lab_hosts(tmp_path, firewall_extra_allow=EXTRA)
+    members = members_of(hosts)
+    data1 = member(members, "data1")
+    assert fw.allows(hosts[0], members, data1, "192.0.2.40", "tcp", 6432, hosts)
+    assert not fw.allows(hosts[0], members, data1, "192.0.2.41", "tcp", 6432, hosts)
+    assert fw.allows(hosts[0], members, data1, "198.18.1.1", "tcp", C["redis_sentinel_port"], hosts)
+    assert fw.allows(hosts[0], members, data1, "2001:db8::7", "tcp", C["redis_sentinel_port"], hosts)
+    assert not fw.allows(hosts[0], members, member(members, "ds1"), "192.0.2.40", "tcp", 6432, hosts)
+    assert "| postgres | 6432/tcp | pgbouncer | extra0 |" in fw.matrix_table(fw.matrix(hosts[0], members))
+    path = tmp_path / "data1.nft"
+    path.write_text(fw.render_ruleset(hosts[0], members, data1, hosts))
+    result = nft_check(path)
+    assert result.returncode == 0, result.stderr
+    assert fw.input_problems(hosts[0]) == [] and fw.fleet_problems(hosts[0], members) == []
+
+
+@pytest.mark.parametrize(("extra", "fragment"), [
+    ("redis", "firewall_extra_allow: 'redis' is not a list"),
+    ([{"group": "redis", "port": 1}], "needs group, port and sources"),
+    ([{"group": "redis", "port": 0, "sources": ["192.0.2.1"]}], "firewall_extra_allow[0].port: 0"),
+    ([{"group": "redis", "port": 1, "proto": "sctp", "sources": ["192.0.2.1"]}], ".proto: 'sctp'"),
+    ([{"group": "redis", "port": 1, "sources": []}], ".sources: []"),
+    ([{"group": "redis", "port": 1, "sources": ["nope"]}], "'nope' is not an address"),
+    ([{"group": "redis", "port": 1, "sources": ["0.0.0.0/0"]}], "is everyone"),
+])
+def test_extra_rows_are_checked(extra: Any, fragment: str) -> None:
+    problems = fw.input_problems(_target(admin_networks=["192.0.2.1"], firewall_extra_allow=extra))
+    assert len(problems) == 1 and fragment in problems[0] and "; fix: " in problems[0], problems
+
+
+def test_an_extra_row_for_a_group_without_hosts_is_refused(tmp_path: Path) -> None:
+    hosts = lab_hosts(tmp_path, firewall_extra_allow=[{"group": "postgress", "port": 6432, "sources": ["192.0.2.40"]}])
+    problems = fw.fleet_problems(hosts[0], members_of(hosts))
+    assert len(problems) == 1 and "firewall_extra_allow[0].group: 'postgress' has no host" in problems[0]
