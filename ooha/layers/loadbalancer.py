@@ -82,6 +82,10 @@ KEEPALIVED_AFTER_NGINX = "# Managed by onlyoffice-ha: the track script's first r
 LUA_MODULE = "ooha_shard.lua"
 
 LOADBALANCER_DEFAULTS: dict[str, Any] = {
+    # Why a Document Server membership change the scale command did not prepare is intended
+    # (e.g. "ds3 lost for good"): the main job then renders the inventory's nodes without
+    # refusing. None: such a change is refused (use deploys/scale.py). Pass it with --data.
+    "ds_membership_change": None,
     # lua-nginx-redis (lua-resty-redis) pulls Debian's nginx-extras metapackage (only the
     # ndk and lua modules are loaded).  luajit2 compiles the candidate Lua (`nginx -t` does
     # not run init_by_lua, so a Lua syntax error would pass it and fail the reload); it is
@@ -460,6 +464,10 @@ def membership_guard(target: Any) -> dict[str, dict[str, str]]:
     markers = scale.parse_markers(target.get_fact(FileContents, path=scale.MARKER_FILE))
     names = [n["name"] for n in ds_nodes(80)]
     problems = scale.membership_problems(target.name, live, names, markers)
+    if problems and target.data.get("ds_membership_change"):
+        # A host lost for good cannot be drained or stopped by deploys/scale.py: the operator says why.
+        target.noop(f"membership change forced (ds_membership_change): {'; '.join(problems)}")
+        return markers
     if problems:
         raise DeployError("Document Server membership:\n" + "\n".join(problems))
     return markers

@@ -147,7 +147,7 @@ def membership_problems(lb: str, live: list[str] | None, inventory: list[str],
                 f"{lb}: docs: {node} is in the load balancers' table but no longer in the inventory, and it was not "
                 f"retired (its open editing sessions would be cut and its container left running); fix: put {node} "
                 f"back in the inventory, run `pyinfra {inventory_file} deploys/scale.py --data ds_retire={node}`, "
-                "then remove it and run the main job")
+                "then remove it and run the main job (a host lost for good: --data ds_membership_change=<why>)")
     for node in inventory:
         if node not in live and markers.get(node, {}).get("change") != JOINING:
             problems.append(

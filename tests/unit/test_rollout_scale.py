@@ -66,6 +66,7 @@ def test_a_removed_node_needs_its_retirement() -> None:
     assert len(problems) == 1
     assert problems[0].startswith("lb1: docs: ds3 is in the load balancers' table but no longer in the inventory")
     assert "deploys/scale.py --data ds_retire=ds3" in problems[0]
+    assert "a host lost for good: --data ds_membership_change=<why>" in problems[0]
     retired = {"ds3": {"change": scale.RETIRED, "rollout_id": "r1"}}
     assert scale.membership_problems("lb1", DOCS, ["ds1", "ds2"], retired) == []
     # a joining marker is not a retirement
@@ -127,3 +128,30 @@ def test_an_open_scale_blocks_patches_and_rollbacks() -> None:
 def test_dropping_ledger_rows_is_fenced_by_the_lock() -> None:
     sql = sql_drop_releases(["ds3"], "tok")
     assert "DELETE FROM node_release" in sql and "token = " in sql and "EXISTS (SELECT 1 FROM l)" in sql
+
+
+def test_the_main_job_guard_refuses_unless_the_operator_says_why(monkeypatch) -> None:
+    """membership_guard on a fake LB host: a dropped node is refused; ds_membership_change (a
+    host lost for good, which deploys/scale.py cannot reach) lets the render go on."""
+    from pyinfra.api.exceptions import DeployError
+
+    deployed = [f'  {{ name = "{n}", host = "198.18.0.{i}", port = 80 }},' for i, n in enumerate(DOCS)]
+
+    class FakeLb:
+        name = "lb1"
+
+        def __init__(self, data: dict) -> None:
+            self.data, self.noted = data, []
+
+        def get_fact(self, _fact, path: str):
+            return deployed if path.endswith(".lua") else None
+
+        def noop(self, text: str) -> None:
+            self.noted.append(text)
+
+    monkeypatch.setattr(lb, "ds_nodes", lambda _port: [{"name": "ds1"}, {"name": "ds2"}])
+    with pytest.raises(DeployError, match="ds3 is in the load balancers' table"):
+        lb.membership_guard(FakeLb({}))
+    forced = FakeLb({"ds_membership_change": "ds3 lost for good"})
+    assert lb.membership_guard(forced) == {}
+    assert forced.noted and "ds3" in forced.noted[0]
