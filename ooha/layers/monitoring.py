@@ -35,7 +35,15 @@ Metric names this layer's rules rely on that are NOT an exporter's own (the writ
 to wire; docs/architecture.md "Monitoring"): the node exporter's textfile collector files
 ``ooha_keepalived_vip_held`` (1 on the LB holding the VIP, else 0),
 ``ooha_backup_last_success_timestamp_seconds{tool="pgbackrest"|"restic"}``,
-``ooha_rabbitmq_partitions`` (``rabbitmq-diagnostics`` partitions count).
+``ooha_rabbitmq_partitions`` (``rabbitmq-diagnostics`` partitions count), and the DS node
+states ``ooha_ds_node_state{node,state}`` + ``ooha_ds_node_state_written_timestamp_seconds``
+(``ds_node_state_textfile``: what mutes DSNodeUnhealthy for a node the rollout or scale driver
+is draining or took out; the writer, a timer on the ``redis`` hosts reading the LBs' hash
+``ooha:nodestate``, is a later wiring step).
+
+Probe alerts carry no ``probe_az`` (the rules aggregate it away): each replica probes through its
+own blackbox exporter, and with the label the two replicas' copies of one fault would be two
+alerts, two notifications.  The AZs whose probe fails are in the ``probed_from`` annotation.
 
 What the deploy will write, each as a checked candidate (``validated_config``):
 ``prometheus_files`` (+ ``PROMETHEUS_CHECK``), ``alertmanager_files`` (+ ``ALERTMANAGER_CHECK``),
@@ -55,6 +63,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ooha.contract import CONTRACT_DEFAULTS, contract_defaults, peer_address
+from ooha.rollout import drain
 from ooha.ops.candidate import ConfigFile
 from ooha.settings import Settings
 from ooha.templating import JINJA, TEMPLATES
@@ -265,6 +274,32 @@ def scrape_jobs(target: Any, members: list[Member]) -> dict[str, list[dict[str, 
     if url:
         jobs["probe_front_door"] = [{"targets": [url], "labels": {"host": "front-door", "az": "all"}}]
     return {job: entries for job, entries in jobs.items() if entries}
+
+
+DS_NODE_STATE_TEXTFILE = "ooha_ds_node_state.prom"
+"""The node exporter textfile (in its textfile directory) the node-state writer replaces (tmp + mv)."""
+DS_NODE_STATE_MAX_AGE_SECONDS = 600
+"""DSNodeUnhealthy honours a writer's states only this long after its last write (the rules
+template's literal 600): a writer that stopped never mutes a node for good."""
+
+
+def ds_node_state_textfile(raw: dict[str, str], nodes: list[str], now: float) -> str:
+    """The textfile a writer on a ``redis`` host renders from HGETALL of ``lb_node_state_key``.
+
+    One ``ooha_ds_node_state{node,state}`` per node and state, 1 for the node's current state
+    (read as the LBs read it: absent or unknown = active, so a stray value never mutes an
+    alert), and ``ooha_ds_node_state_written_timestamp_seconds`` = ``now``.  The rule
+    DSNodeUnhealthy stays silent for a ``draining`` or ``out`` node (a rollout wave replacing it,
+    deploys/scale.py retiring it) and fires for an ``active`` one.
+    """
+    lines = ["# HELP ooha_ds_node_state 1 for the Document Server node's current state in the LBs' hash.",
+             "# TYPE ooha_ds_node_state gauge"]
+    for node, state in drain.parse_states(raw, nodes).items():
+        lines += [f'ooha_ds_node_state{{node="{node}",state="{s}"}} {int(s == state)}' for s in drain.STATES]
+    lines += ["# HELP ooha_ds_node_state_written_timestamp_seconds When the node states were last written.",
+              "# TYPE ooha_ds_node_state_written_timestamp_seconds gauge",
+              f"ooha_ds_node_state_written_timestamp_seconds {now:.0f}"]
+    return "\n".join(lines) + "\n"
 
 
 PROBE_MODULES = {"probe_ds_health": "ds_healthcheck", "probe_front_door": "front_door"}

@@ -129,7 +129,9 @@ def test_promtool_unit_tests_of_every_alert_pass(tree: Path) -> None:
 def test_promtool_refuses_a_broken_rule_and_a_broken_target_file(tree: Path) -> None:
     """The gate the layer puts before "live" can fail: a bad expression, a malformed file_sd file."""
     rules = tree / mon.RULES_FILE
-    rules.write_text(rules.read_text().replace("expr: up == 0", "expr: up == == 0", 1))
+    broken = rules.read_text().replace("expr: vector(1)", "expr: vector(1) == == 0", 1)
+    assert broken != rules.read_text()
+    rules.write_text(broken)
     assert run(tool("promtool"), "check", "rules", str(rules)).returncode != 0
     assert run(tool("promtool"), "check", "config", str(tree / "prometheus.yml")).returncode != 0
     rules.write_text(render("ooha-rules.yml.j2", mon.rules_vars(lab_like()[0]), rules=True))
@@ -205,6 +207,33 @@ def test_rules_take_their_thresholds_from_the_settings(tmp_path: Path) -> None:
     assert "/ 86400 < 30" in text
     assert "> 7200" in text
     assert "{{ $labels.instance }}" in text  # Prometheus' own templating left intact
+
+
+def test_ds_node_state_textfile_is_what_the_rule_reads(tree: Path) -> None:
+    """The node-state textfile (writer wired later) passes `promtool check metrics`, marks the
+    current state 1 (absent or unknown = active, as the LBs read the hash), and carries exactly
+    the metric names and freshness bound DSNodeUnhealthy's guard uses."""
+    text = mon.ds_node_state_textfile({"ds2": "draining", "ds3": "out", "ds4": "typo"}, ["ds1", "ds2", "ds3", "ds4"],
+                                      1_700_000_000.4)
+    check = subprocess.run([tool("promtool"), "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+    current = {key for key, value in samples.items() if value == "1" and key.startswith("ooha_ds_node_state{")}
+    assert current == {'ooha_ds_node_state{node="ds1",state="active"}', 'ooha_ds_node_state{node="ds2",state="draining"}',
+                       'ooha_ds_node_state{node="ds3",state="out"}', 'ooha_ds_node_state{node="ds4",state="active"}'}
+    assert samples["ooha_ds_node_state_written_timestamp_seconds"] == "1700000000"
+    (rule,) = [r for r in _rules(tree) if r["alert"] == "DSNodeUnhealthy"]
+    assert 'ooha_ds_node_state{state=~"draining|out"} == 1' in rule["expr"]
+    assert f"time() - ooha_ds_node_state_written_timestamp_seconds < {mon.DS_NODE_STATE_MAX_AGE_SECONDS}" in rule["expr"]
+
+
+def test_probe_alerts_carry_no_probe_az_and_alertmanager_does_not_group_by_it(tree: Path) -> None:
+    """Both replicas' copies of a probe alert must have equal labels (one alert in the cluster)."""
+    for rule in _rules(tree):
+        if "probe_" in rule["expr"] and rule["alert"] != "DSAllNodesUnhealthy":
+            assert "min without (probe_az)" in rule["expr"], rule["alert"]
+    route = yaml.safe_load((tree / "alertmanager.yml").read_text())["route"]
+    assert "probe_az" not in route["group_by"]
 
 
 # --- Prometheus config and targets -----------------------------------------------------------
@@ -519,26 +548,55 @@ def webhook_recorder() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         server.server_close()
 
 
+def _firing(prometheus_url: str, alertname: str) -> list[dict[str, str]]:
+    """The labels of ``alertname``'s firing alerts on one Prometheus (its /api/v1/alerts)."""
+    import json
+
+    with urllib.request.urlopen(f"{prometheus_url}/api/v1/alerts", timeout=5) as response:
+        alerts = json.load(response)["data"]["alerts"]
+    return [a["labels"] for a in alerts if a["labels"]["alertname"] == alertname and a["state"] == "firing"]
+
+
 def test_two_replicas_and_two_clustered_alertmanagers_notify_once(tmp_path: Path) -> None:
     """The design's claim, with the real daemons on loopback addresses (mon1 127.0.0.1, mon2
     127.0.0.2): both Prometheus replicas evaluate the Watchdog and send it to both Alertmanagers;
     the replica label is dropped, so the webhook gets ONE notification holding ONE alert, and the
-    second Alertmanager (it waits a peer timeout, then reads the gossiped log) sends nothing."""
+    second Alertmanager (it waits a peer timeout, then reads the gossiped log) sends nothing.
+
+    The same for a PROBE alert: each replica probes the front door (a local HTTPS server whose
+    certificate expires in 10 days) through its OWN blackbox exporter, so each fires
+    CertificateExpiring (checked on both); without `probe_az` in the alert it is one alert, one
+    notification (with the label, as before the fix, it arrived twice: two groups)."""
     prometheus, alertmanager = tool("prometheus"), tool("prometheus-alertmanager")
-    ports = {key: _free_port() for key in ("prometheus", "alertmanager", "cluster")}
-    with webhook_recorder() as (url, posts):
+    exporter = tool("prometheus-blackbox-exporter")
+    ports = {key: _free_port() for key in ("prometheus", "alertmanager", "cluster", "blackbox")}
+    ca, crt, key, _not_after = _tls_files(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(crt, key)
+    with webhook_recorder() as (url, posts), http_server(tls) as front_door:
         settings = {"monitoring_webhook_url": url, "monitoring_scrape_interval": "1s", "monitoring_scrape_timeout": "1s",
                     "monitoring_evaluation_interval": "1s", "monitoring_prometheus_port": ports["prometheus"],
                     "monitoring_alertmanager_port": ports["alertmanager"],
-                    "monitoring_alertmanager_cluster_port": ports["cluster"]}
+                    "monitoring_alertmanager_cluster_port": ports["cluster"],
+                    "monitoring_blackbox_port": ports["blackbox"], "monitoring_probe_ca_file": str(ca),
+                    "monitoring_front_door_url": f"{front_door}/true"}
         hosts = [_target("mon1", ("monitoring",), "az1", "127.0.0.1", **{**COMMON, **settings}),
                  _target("mon2", ("monitoring",), "az2", "127.0.0.2", **{**COMMON, **settings})]
         members = mon.members_of(hosts)
+        replicas = [f"http://{h.data['private_address']}:{ports['prometheus']}" for h in hosts]
         processes: list[subprocess.Popen[bytes]] = []
+
+        def received(receiver: str) -> list[dict[str, Any]]:
+            return [p for p in posts if p["receiver"] == receiver]
+
         try:
             for host in hosts:
                 home = tmp_path / host.name
                 config = render_tree(home, hosts, host.name)
+                processes.append(subprocess.Popen(
+                    [exporter, f"--config.file={home / 'blackbox.yml'}",
+                     f"--web.listen-address={host.data['private_address']}:{ports['blackbox']}"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                 processes.append(subprocess.Popen(
                     [alertmanager, f"--config.file={home / 'alertmanager.yml'}", f"--storage.path={home / 'am'}",
                      "--cluster.peer-timeout=2s", "--cluster.gossip-interval=50ms", *mon.alertmanager_args(host, members).split()],
@@ -549,10 +607,13 @@ def test_two_replicas_and_two_clustered_alertmanagers_notify_once(tmp_path: Path
                     [prometheus, f"--config.file={config}", f"--storage.tsdb.path={home / 'data'}",
                      "--rules.alert.resend-delay=1s", *mon.prometheus_args(host, members).split()],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            deadline = time.monotonic() + 30
-            while not posts:
-                assert time.monotonic() < deadline, "no notification within 30 s"
+            deadline = time.monotonic() + 60
+            both_fired = False
+            while not (received("watchdog") and received("warning") and both_fired):
+                assert time.monotonic() < deadline, ("not every notification within 60 s", posts)
                 assert all(p.poll() is None for p in processes), "a daemon exited"
+                with contextlib.suppress(OSError):
+                    both_fired = all(_firing(replica, "CertificateExpiring") for replica in replicas)
                 time.sleep(0.2)
             time.sleep(5)  # > 2 x the peer timeout: the second Alertmanager would have sent by now
         finally:
@@ -560,11 +621,17 @@ def test_two_replicas_and_two_clustered_alertmanagers_notify_once(tmp_path: Path
                 process.kill()
             for process in processes:
                 process.wait(timeout=15)
-    assert len(posts) == 1, [p.get("groupLabels") for p in posts]
-    (notification,) = posts
-    assert notification["receiver"] == "watchdog"
+    assert len(received("watchdog")) == 1, [p.get("groupLabels") for p in posts]
+    (notification,) = received("watchdog")
     assert [alert["labels"] for alert in notification["alerts"]] == [
         {"alertname": "Watchdog", "severity": "none", "cluster": "onlyoffice-ha"}]
+    assert len(received("warning")) == 1, [p.get("groupLabels") for p in posts]
+    (notification,) = received("warning")
+    assert [alert["labels"] for alert in notification["alerts"]] == [
+        {"alertname": "CertificateExpiring", "severity": "warning", "cluster": "onlyoffice-ha",
+         "job": "probe_front_door", "instance": f"{settings['monitoring_front_door_url']}",
+         "host": "front-door", "az": "all"}]
+    assert {p["receiver"] for p in posts} == {"watchdog", "warning"}, [p.get("groupLabels") for p in posts]
 
 
 # --- the deploy's file lists: what validated_config would write and check ------------------------
