@@ -343,7 +343,25 @@ def cluster_joined(seed: str, peers: list[str]):
         yield StringCommand("rabbitmqctl", "-n", QuoteString(target), "forget_cluster_node", QuoteString(me))
     yield "rabbitmqctl reset"
     yield StringCommand("rabbitmqctl", "join_cluster", QuoteString(target))
-    yield "rabbitmqctl start_app"
+    yield start_app_command()
+
+
+START_APP_TIMEOUT = 180
+"""Seconds a joining node's ``start_app`` may take before its VM is restarted instead."""
+
+
+def start_app_command(timeout: int = START_APP_TIMEOUT) -> str:
+    """``start_app`` after a join, bounded; on timeout the node's VM restarts and boots as the member
+    it just became.
+
+    Why: a blank node rebuilt under its old name connects to the survivors at boot (they still
+    list it), and after forget/reset/join its ``start_app`` has hung in Erlang 25's ``global``
+    ("Faking nodedown/nodeup", the lost-AZ drill: 20 min, the main job with it); a fresh VM
+    has no such connection state.  Without the bound the deploy would wait for ever.
+    """
+    return (f"timeout {int(timeout)} rabbitmqctl start_app || "
+            f"{{ echo 'start_app did not finish in {int(timeout)} s: restarting {SERVICE}' >&2; "
+            f"systemctl restart {SERVICE} && rabbitmqctl await_startup --timeout 300; }}")
 
 
 @operation()

@@ -295,3 +295,31 @@ def test_erlang_cookie_is_written_before_the_package_first_starts_the_node() -> 
     files_source = inspect.getsource(rabbitmq_layer._node_files)
     assert "COOKIE_FILE" in files_source
     assert "apt.packages" not in files_source and "apt.packages" in inspect.getsource(rabbitmq_layer._service)
+
+
+def test_a_hung_start_app_after_a_join_restarts_the_node_instead_of_waiting_for_ever(tmp_path) -> None:
+    """The join's start_app is bounded: a hang (Erlang 25 ``global`` after a same-name rejoin) ends
+    in a service restart and await_startup; a start_app that finishes restarts nothing."""
+    import os
+    import subprocess
+
+    from ooha.layers.rabbitmq import start_app_command
+
+    log = tmp_path / "calls"
+    for name, body in (("rabbitmqctl", 'echo "rabbitmqctl $*" >> "$LOG"; [ "$1" = start_app ] && [ -n "$HANG" ] && sleep 30; exit 0'),
+                       ("systemctl", 'echo "systemctl $*" >> "$LOG"')):
+        tool = tmp_path / name
+        tool.write_text(f"#!/bin/sh\n{body}\n")
+        tool.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "LOG": str(log)}
+
+    ok = subprocess.run(["sh", "-c", start_app_command(timeout=1)], env=env, capture_output=True, text=True)
+    assert ok.returncode == 0 and log.read_text().splitlines() == ["rabbitmqctl start_app"]
+
+    log.write_text("")
+    hung = subprocess.run(["sh", "-c", start_app_command(timeout=1)], env={**env, "HANG": "1"},
+                          capture_output=True, text=True, timeout=20)
+    assert hung.returncode == 0, hung.stderr
+    assert log.read_text().splitlines() == ["rabbitmqctl start_app", "systemctl restart rabbitmq-server.service",
+                                            "rabbitmqctl await_startup --timeout 300"]
+    assert "start_app did not finish in 1 s" in hung.stderr
