@@ -752,6 +752,13 @@ def run_rollout(inventory: Any, kind: str, wanted: ImageRef | None, options: Rol
     ctx = Context(kind, wanted, options, list(argv if argv is not None else sys.argv),
                   out or (lambda line: print(line, flush=True)))
     driver = Driver(Fleet.of(inventory), ctx)
+    return run_interruptibly(driver, ctx)
+
+
+def run_interruptibly(driver: Any, ctx: Context) -> int:
+    """``driver.run()`` with Ctrl-C/SIGTERM/SIGHUP meaning "finish the current phase, then stop"
+    (a second one kills the running wave), and a store or input error after the lock left
+    resumable; shared by the rollout and scale commands.  Returns the command's exit status."""
 
     def on_signal(signum: int, frame: Any) -> None:
         ctx.interrupts += 1

@@ -14,7 +14,6 @@ running the same command again (the open journal is superseded by the new run, r
 from __future__ import annotations
 
 import getpass
-import signal
 import socket
 import sys
 import time
@@ -24,8 +23,7 @@ from typing import Any, Callable
 from ooha.rollout import gates, ledger, scale
 from ooha.rollout.journal import Event, Phase, Status, new_journal
 from ooha.rollout.live import remote
-from ooha.rollout.live.driver import Context, Driver, Fleet, Stop
-from ooha.rollout.live.store import StoreError
+from ooha.rollout.live.driver import Context, Driver, Fleet, Stop, run_interruptibly
 from ooha.rollout.options import RolloutOptions
 from ooha.rollout.progress import elapsed_text
 from ooha.rollout.release import ImageRef
@@ -323,32 +321,7 @@ def run_scale(inventory: Any, kind: str, node: str, options: RolloutOptions, arg
     ctx = Context(kind, None, options, list(argv if argv is not None else sys.argv),
                   out or (lambda line: print(line, flush=True)))
     driver = ScaleDriver(Fleet.of(inventory), ctx, node)
-
-    def on_signal(signum: int, frame: Any) -> None:
-        ctx.interrupts += 1
-        if ctx.interrupts == 1:
-            try:
-                ctx.out("interrupt: finishing the current phase, then stopping (again to kill it)")
-            except OSError:
-                pass
-        elif ctx.child is not None:
-            ctx.child.kill()
-
-    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    for sig in old:
-        signal.signal(sig, on_signal)
-    try:
-        return driver.run()
-    except (Stop, StoreError, ValueError, StopIteration) as error:
-        if driver.journal is not None:
-            ctx.out(f"stopped: {type(error).__name__}: {error}")
-            driver.leave_resumable()
-        else:
-            ctx.out(f"refused: {type(error).__name__}: {error}; nothing was changed by this run")
-        return 1
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+    return run_interruptibly(driver, ctx)
 
 
 def run_scale_from_deploy() -> None:
