@@ -28,12 +28,11 @@ single-host loss the lost-AZ drill folds together.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
 import time
 from typing import Any
 
-from lab.client import (address_of, changed_operations, explain, host_entry, hosts_in, lab_cli, lab_state, locked_lab,
+from lab.client import (free_address_in_az, address_of, changed_operations, explain, host_entry, hosts_in, lab_cli, lab_state, locked_lab,
                         output_of, report_lines, run_pyinfra, TARGETS, wait_for)
 from lab.workload import cluster_view, healthy, redis_hosts, sentinels_primary, vip_holder
 
@@ -53,15 +52,6 @@ def _idle_data_host(lab: dict[str, Any]) -> str:
     view = wait_for("a healthy Patroni cluster", lambda: v if healthy(v := cluster_view(lab)) else None, 180)
     busy = {view["leader"], _redis_primary_host(lab)}
     return next(h for h in reversed(hosts_in(lab, "postgres")) if h not in busy)
-
-
-def _new_address(lab: dict[str, Any], original: str) -> str:
-    """A free address of the host's AZ subnet (.99 unless taken, then upwards)."""
-    used = {a for h in lab["hosts"] for a in (h.get("addresses") or {}).values()}
-    candidate = ipaddress.ip_address(int(ipaddress.ip_address(original)) & ~0xFF | 99)
-    while str(candidate) in used:
-        candidate += 1
-    return str(candidate)
 
 
 def _victims(lab: dict[str, Any], scenario: str) -> list[str]:
@@ -106,7 +96,7 @@ def one(lab: dict[str, Any], scenario: str) -> str:
     back = ""
     if scenario == "moved":
         original = address_of(lab, victims[0])
-        new = _new_address(lab, original)
+        new = free_address_in_az(lab, original)
         try:
             up_s, rebuild_s = _rebuild(scenario, [victims[0], "--address", new])
         except BaseException:

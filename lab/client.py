@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import json
 import os
 import re
@@ -328,3 +329,13 @@ class PyinfraRun:
     @property
     def output(self) -> str:
         return "\n".join(self.lines)
+
+
+def free_address_in_az(lab: dict[str, Any], original: str) -> str:
+    """A free address of ``original``'s AZ subnet (.99 unless taken, then upwards), for a
+    replacement host at a new address (``python -m lab recreate HOST --address A``)."""
+    used = {a for h in lab["hosts"] for a in (h.get("addresses") or {}).values()}
+    candidate = ipaddress.ip_address(int(ipaddress.ip_address(original)) & ~0xFF | 99)
+    while str(candidate) in used:
+        candidate += 1
+    return str(candidate)

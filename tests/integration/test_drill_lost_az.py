@@ -48,7 +48,6 @@ Disruptive: holds the lab lock exclusively.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -60,7 +59,7 @@ from typing import Any
 import pytest
 import redis
 
-from lab.client import (PYINFRA, REPO, address_of, changed_operations, explain, host_entry, hosts_in, lab_cli,
+from lab.client import (free_address_in_az, PYINFRA, REPO, address_of, changed_operations, explain, host_entry, hosts_in, lab_cli,
                         lab_lock, lab_state, output_of, report_lines, secrets, ssh, wait_for)
 from lab.workload import (MASTER, SENTINEL_PORT, Loop, PgWriter, Writer, cluster_view, direct, get, healthy, key_for,
                           redis_hosts, role_of, sentinel_client, sentinels_primary, vip_holder, wait_healthy)
@@ -170,15 +169,6 @@ def _backed_up_marker(lab: dict[str, Any], ds: str) -> tuple[str, str]:
 
 
 # --- what the quorums remember ----------------------------------------------------------------
-
-
-def _new_address(lab: dict[str, Any], original: str) -> str:
-    """A free address of the host's AZ subnet (.99 unless taken, then upwards)."""
-    used = {a for h in lab["hosts"] for a in (h.get("addresses") or {}).values()}
-    candidate = ipaddress.ip_address(int(ipaddress.ip_address(original)) & ~0xFF | 99)
-    while str(candidate) in used:
-        candidate += 1
-    return str(candidate)
 
 
 def _etcd_peer_urls(lab: dict[str, Any], via: str) -> dict[str, str]:
@@ -292,7 +282,7 @@ def test_lost_az_is_rebuilt_while_the_other_azs_serve(converged: dict[str, Any],
         survivors = [h for h in hosts_in(lab, "postgres") if h != data_host]
         writer_host = next(name for name in hosts_in(lab, "docs") if host_entry(lab, name)["az"] != az)
         marker, release_date = _backed_up_marker(lab, ds_host)
-        new = _new_address(lab, original)
+        new = free_address_in_az(lab, original)
 
         # A document's shard-table entry (the front door writes it to Redis) must outlive the loss.
         key = key_for(writer_host, hosts_in(lab, "docs"), "azdrill")
