@@ -491,6 +491,28 @@ def editor_session(state: dict[str, Any], key: str, shardkey: bool = True, timeo
     return ws, str(welcome["node"])
 
 
+
+def hold_session(ws: Any, hold: float) -> float | None:
+    """Keep an editor's socket open ``hold`` seconds, pinged every second, then close it; the
+    seconds after which it died (cut under the editor), or None when it lived to its own end."""
+    end = time.monotonic() + hold
+    try:
+        while time.monotonic() < end:
+            time.sleep(1)  # the editor's pace, not a wait for a condition
+            try:
+                alive = ws.ping().wait(5)
+            except Exception:
+                alive = False
+            if not alive:
+                return hold - (end - time.monotonic())
+        return None
+    finally:
+        try:
+            ws.close()
+        except Exception:
+            pass
+
+
 @dataclass
 class SessionChurn:
     """Editors coming and going through the front door, as during a working day.
@@ -527,24 +549,11 @@ class SessionChurn:
             self.opened += 1
             self.by_node[node] = self.by_node.get(node, 0) + 1
             self.opened_at.append((time.monotonic(), node))
-        end = time.monotonic() + self.hold
-        try:
-            while time.monotonic() < end:
-                time.sleep(1)
-                try:
-                    alive = ws.ping().wait(5)
-                except Exception:
-                    alive = False
-                if not alive:
-                    with self._lock:
-                        self.cut += 1
-                        self.failures.append(f"cut {key} on {node} after {self.hold - (end - time.monotonic()):.1f} s")
-                    return
-        finally:
-            try:
-                ws.close()
-            except Exception:
-                pass
+        died = hold_session(ws, self.hold)
+        if died is not None:
+            with self._lock:
+                self.cut += 1
+                self.failures.append(f"cut {key} on {node} after {died:.1f} s")
 
     def _run(self) -> None:
         i = 0

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from lab.client import PyinfraRun, changed_operations, lab_lock, output_of, run_pyinfra, ssh
-from lab.workload import MASTER, Loop, SessionChurn, editor_session, key_for, sentinel_client
+from lab.workload import MASTER, Loop, SessionChurn, editor_session, hold_session, key_for, sentinel_client
 from ooha.rollout import scale
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
@@ -100,25 +100,12 @@ def hold_sessions_on(lab: dict[str, Any], node: str, count: int, hold: float) ->
         result["on_node"] += served == node
 
     def hold_one(key: str, ws: Any, served: str) -> None:
-        end = time.monotonic() + hold
-        try:
-            while time.monotonic() < end:
-                time.sleep(1)
-                try:
-                    alive = ws.ping().wait(5)
-                except Exception:
-                    alive = False
-                if not alive:
-                    with lock:
-                        result["cut"].append(f"{key} on {served} after {hold - (end - time.monotonic()):.1f} s")
-                    return
-            with lock:
+        died = hold_session(ws, hold)
+        with lock:
+            if died is None:
                 result["ended"] += 1
-        finally:
-            try:
-                ws.close()
-            except Exception:
-                pass
+            else:
+                result["cut"].append(f"{key} on {served} after {died:.1f} s")
 
     threads = [threading.Thread(target=hold_one, args=item, daemon=True) for item in opened]
     for thread in threads:
