@@ -609,6 +609,19 @@ def check_scale_job(hosts: Sequence[HostSpec]) -> list[Problem]:
     return problems
 
 
+def check_patch_hosts_job(hosts: Sequence[HostSpec]) -> list[Problem]:
+    """deploys/patch_hosts.py: ``patch_packages`` / ``patch_reboot`` (ooha/rollout/hostplan.py) and the
+    rollout keys it shares with patch.py (lock, health timeout, drain bound)."""
+    from ooha.rollout.hostplan import patch_option_problems
+
+    problems = check_rollout_job(hosts)
+    for line in patch_option_problems(hosts[0].data if hosts else {}):
+        field, rest = line.split(": ", 1)
+        problem, _, fix = rest.rpartition("; fix: ")
+        problems.append(Problem(ALL, field, problem or rest, fix or "see the README's day-2 section (host patching)"))
+    return problems
+
+
 def check_restore_files_job(hosts: Sequence[HostSpec], backup_groups: Iterable[str] = ("docs", "lb")) -> list[Problem]:
     """deploys/restore_files.py: restore_host, restore_snapshot and restore_paths (from --data)."""
     import re
@@ -714,6 +727,7 @@ JOB_LAYERS: dict[str, tuple[str, ...] | None] = {
     "patch.py": ("documentserver",),
     "rollback.py": ("documentserver",),
     "scale.py": ("documentserver", "loadbalancer"),
+    "patch_hosts.py": (),
 }
 """Operator commands (deploys/) and the layers whose inputs they read (None: ``--data layers=``)."""
 
@@ -755,6 +769,8 @@ def preflight_lines(inventory: Any, jobs: Sequence[str], now: Any = None) -> lis
             problems += check_rollout_job(hosts)
         if job == "scale.py":
             problems += check_scale_job(hosts)
+        if job == "patch_hosts.py":
+            problems += check_patch_hosts_job(hosts)
     layer_rows = [row for row in LAYERS if row in layer_rows]
     lines = layer_input_lines(inventory, layer_rows)
     if any(p.field.startswith("group ") and p.problem == "missing or empty" for p in problems):

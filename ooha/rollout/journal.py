@@ -39,6 +39,7 @@ class Phase(str, Enum):
     REVERT_RETURN = "revert-return"
     STOP = "stop"  # scale-in: out of the LBs' table, container stopped (ooha/rollout/live/scale.py)
     JOIN = "join"  # scale-out: announced out, the main job converges the new node and the LBs
+    HOST_STEP = "host-step"  # host patching: one step of the current host's turn (ooha/rollout/live/hostdriver.py)
     END = "end"
 
 
@@ -51,9 +52,14 @@ class Status(str, Enum):
     ABORTED = "aborted"          # a gate failed on a wave; its nodes are back on their previous image
     REVERT_FAILED = "revert-failed"  # the automatic revert itself failed: an operator must act
     SUPERSEDED = "superseded"    # an unfinished rollout replaced by a rollback (explicit)
+    FAILED = "failed"            # host patching: a step failed, the host's temporary moves undone where safe;
+                                 # the same command resumes at that step once the cause is fixed (open, like INTERRUPTED)
 
 
-OPEN = frozenset({Status.RUNNING, Status.INTERRUPTED})
+HOST_PATCH = "host-patch"
+"""``Journal.kind`` of a host-patching run (deploys/patch_hosts.py)."""
+
+OPEN = frozenset({Status.RUNNING, Status.INTERRUPTED, Status.FAILED})
 """Statuses a new run of the same command resumes."""
 
 WAVE_PHASES = (Phase.DRAIN, Phase.REPLACE, Phase.HEALTH, Phase.RETURN, Phase.SOAK)
@@ -277,6 +283,8 @@ def decide_start(open_journal: Journal | None, kind: str, target: ImageRef) -> S
         return StartDecision("refuse", (
             f"{open_journal.kind} {open_journal.rollout_id} of {node} is unfinished at {open_journal.phase.value}; "
             f"fix: finish it first with deploys/scale.py --data {key}={node}"))
+    if open_journal.kind == HOST_PATCH:  # a host may be mid-turn (drained, a role moved away, rebooting)
+        return StartDecision("refuse", unfinished_host_patch(open_journal))
     if open_journal.kind == kind and open_journal.target == target:
         where = ",".join(open_journal.current_nodes()) or "cluster"
         return StartDecision("resume", f"resuming rollout {open_journal.rollout_id} at {where} {open_journal.phase.value}")
@@ -287,3 +295,12 @@ def decide_start(open_journal: Journal | None, kind: str, target: ImageRef) -> S
         f"rollout {open_journal.rollout_id} ({open_journal.kind} to {open_journal.target.version}) is unfinished at "
         f"{','.join(open_journal.current_nodes()) or 'cluster'} {open_journal.phase.value}; fix: rerun it with "
         f"ds_version={open_journal.target.version}, or go back with deploys/rollback.py"))
+
+
+def unfinished_host_patch(journal: Journal) -> str:
+    """The refusal naming an open host-patching run (a DS rollout or a scale must not start
+    while a host is mid-turn: they share the lock, and the patch run's host may be drained)."""
+    host = ",".join(journal.current_nodes()) or "preflight"
+    step = journal.flags.get("host_step_name") or journal.phase.value
+    return (f"host patching {journal.rollout_id} is unfinished ({journal.status.value}) at {host} step {step}; "
+            "fix: finish it first with deploys/patch_hosts.py (the same command resumes it)")
