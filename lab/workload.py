@@ -19,6 +19,7 @@ loops and probes live here so that neither imports the other:
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import threading
 import time
@@ -492,12 +493,14 @@ def editor_session(state: dict[str, Any], key: str, shardkey: bool = True, timeo
 
 
 
-def hold_session(ws: Any, hold: float) -> float | None:
+def hold_session(ws: Any, hold: float, release: threading.Event | None = None) -> float | None:
     """Keep an editor's socket open ``hold`` seconds, pinged every second, then close it; the
-    seconds after which it died (cut under the editor), or None when it lived to its own end."""
+    seconds after which it died (cut under the editor), or None when it lived to its own end.
+    ``release`` (optional): once set, the editor closes the document at its next ping (its own
+    end, sooner: a drill ends its sessions at a moment of the job it watches)."""
     end = time.monotonic() + hold
     try:
-        while time.monotonic() < end:
+        while time.monotonic() < end and not (release is not None and release.is_set()):
             time.sleep(1)  # the editor's pace, not a wait for a condition
             try:
                 alive = ws.ping().wait(5)
@@ -532,6 +535,8 @@ class SessionChurn:
     by_node: dict[str, int] = field(default_factory=dict)
     opened_at: list[tuple[float, str]] = field(default_factory=list)
     """(time.monotonic() when it opened, node): which node took new documents when."""
+    cut_at: list[tuple[float, str]] = field(default_factory=list)
+    """(time.time() when it died, node) of every cut session: which job step cut it."""
     failures: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -553,6 +558,7 @@ class SessionChurn:
         if died is not None:
             with self._lock:
                 self.cut += 1
+                self.cut_at.append((time.time(), node))
                 self.failures.append(f"cut {key} on {node} after {died:.1f} s")
 
     def _run(self) -> None:
@@ -578,3 +584,337 @@ class SessionChurn:
     def summary(self) -> str:
         return (f"{self.opened} editing sessions opened ({', '.join(f'{n}: {c}' for n, c in sorted(self.by_node.items()))}), "
                 f"{self.failed_open} failed to open, {self.cut} cut")
+
+
+@dataclass
+class HeldSessions:
+    """Editing sessions opened on one node and held in threads (``hold_sessions_on``)."""
+
+    opened: int = 0
+    on_node: int = 0
+    ended: int = 0
+    cut: list[str] = field(default_factory=list)
+    threads: list[threading.Thread] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
+    """Set it to end every held session at its next ping (closed by the editor: not a cut)."""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def join(self, timeout: float) -> None:
+        """Wait (bounded) for every held session to end or die."""
+        end = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(timeout=max(0.0, end - time.monotonic()))
+
+    def summary(self, node: str) -> str:
+        return (f"{self.opened} sessions held ({self.on_node} on {node}), {self.ended} ended on their own, "
+                f"{len(self.cut)} cut")
+
+
+def hold_sessions_on(state: dict[str, Any], node: str, count: int, hold: float,
+                     nodes: list[str] | None = None, prefix: str = "held") -> HeldSessions:
+    """Open ``count`` editing sessions whose documents land on ``node`` (shard keys hashing to it
+    over ``nodes``, default the lab's docs hosts: the LBs' table) and hold each ``hold`` seconds
+    (or until ``HeldSessions.release`` is set) in a thread, pinged every second: what a drain
+    must wait for (none may be cut when the drain bound is longer than the hold)."""
+    held = HeldSessions()
+    table = nodes or hosts_in(state, "docs")
+    opened = []
+    for i in range(count):
+        key = key_for(node, table, f"{prefix}-{i}")
+        ws, served = editor_session(state, key)
+        opened.append((key, ws, served))
+        held.opened += 1
+        held.on_node += served == node
+
+    def hold_one(key: str, ws: Any, served: str) -> None:
+        died = hold_session(ws, hold, held.release)
+        with held._lock:
+            if died is None:
+                held.ended += 1
+            else:
+                held.cut.append(f"{key} on {served} after {died:.1f} s")
+
+    held.threads = [threading.Thread(target=hold_one, args=item, daemon=True) for item in opened]
+    for thread in held.threads:
+        thread.start()
+    return held
+
+
+# --- Host patching (issue 12) ---------------------------------------------------------------
+
+
+def boot_marker(state: dict[str, Any], host: str) -> str:
+    """When this boot's PID 1 started on ``host`` (systemd's UserspaceTimestamp, over SSH): it
+    changes with every reboot of a lab host, unlike boot_id (the container shares this machine's)."""
+    from lab.reboot import BOOT_MARKER
+
+    rc, out = ssh(state, host, BOOT_MARKER, timeout=20)
+    if rc != 0 or not out.strip():
+        raise AssertionError(f"{host}: no boot marker ({out.strip()[-200:]})")
+    return out.strip()
+
+
+def boot_markers(state: dict[str, Any], names: list[str] | tuple[str, ...]) -> dict[str, str]:
+    return {name: boot_marker(state, name) for name in names}
+
+
+def package_version(state: dict[str, Any], host: str, package: str) -> str | None:
+    """The installed version of ``package`` on ``host`` (None: not installed)."""
+    rc, out = ssh(state, host, f"dpkg-query -W -f '${{Status}}|${{Version}}' {shlex.quote(package)} 2>/dev/null", timeout=30)
+    status, _, version = out.strip().partition("|")
+    return version if rc == 0 and status.endswith(" installed") else None
+
+
+@dataclass(frozen=True)
+class WritePause:
+    """A stretch without acknowledged writes: from the last ack before it to the first after."""
+
+    start: float
+    seconds: float
+    failed: int
+
+
+def write_pauses(events: list[tuple[str, int, float]], threshold: float = 1.0) -> list[WritePause]:
+    """The pauses longer than ``threshold`` s between consecutive acknowledged writes of a
+    ``PgWriter``'s events (a switchover shows as failed inserts between two acks, or as one
+    commit that waited).  A writer's own end (no ack after the last) is not a pause."""
+    pauses = []
+    last_ok: float | None = None
+    failed = 0
+    for kind, _, at in sorted(events, key=lambda e: e[2]):
+        if kind == "fail":
+            failed += 1
+            continue
+        if last_ok is not None and at - last_ok > threshold:
+            pauses.append(WritePause(last_ok, at - last_ok, failed))
+        last_ok, failed = at, 0
+    return pauses
+
+
+class LineClock:
+    """When each output line of a ``PyinfraRun`` appeared (time.time(), polled every 0.2 s):
+    puts a driver's progress lines and a client loop's events on one time axis."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+        self.times: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            now = time.time()
+            while len(self.times) < len(self.run.lines):
+                self.times.append(now)
+            self._stop.wait(0.2)  # the clock's resolution, not a wait for a condition
+
+    def stop(self) -> list[tuple[float, str]]:
+        """Stop watching; (time, line) for every line seen."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        now = time.time()
+        while len(self.times) < len(self.run.lines):
+            self.times.append(now)
+        return list(zip(self.times, self.run.lines))
+
+
+def container_of(state: dict[str, Any], host: str) -> Any:
+    """The host's container (docker SDK): the lab's out-of-band console, works when SSH does not."""
+    import docker
+
+    name = next(h["container"] for h in state["hosts"] if h["name"] == host)
+    return docker.from_env(version="auto").containers.get(name)
+
+
+class NoRestart:
+    """While entered, ``host`` does not come back from a reboot: its container loses its restart
+    policy (``docker update --restart no``), so `systemctl reboot` inside ends with the container
+    exited, like a VM stuck at boot; the next `python -m lab start HOST` boots it.  On exit the
+    lab's policy is put back (``lab.hosts.ensure_restart_policy``), whatever happened.
+
+    Deterministic, unlike stopping the container once it went down: the engine restarts a
+    rebooted host within a second, and a stop racing that restart could lose to it."""
+
+    def __init__(self, state: dict[str, Any], host: str) -> None:
+        self.state, self.host = state, host
+
+    def __enter__(self) -> "NoRestart":
+        container = container_of(self.state, self.host)
+        container.update(restart_policy={"Name": "no"})
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        from lab.hosts import ensure_restart_policy
+
+        ensure_restart_policy(container_of(self.state, self.host))
+
+    def down(self) -> bool:
+        """The host's container has exited (its reboot ended and nothing started it again)."""
+        return container_of(self.state, self.host).status == "exited"
+
+
+class DurablePgWriter(PgWriter):
+    """A ``PgWriter`` whose log survives a reboot of its host: /var/tmp, not /tmp (Debian's
+    tmpfiles.d empties /tmp at boot), so the rows a writer had acknowledged before its host
+    went down can still be checked afterwards."""
+
+    @property
+    def _log(self) -> str:
+        return f"/var/tmp/ooha-pgwriter-{self.run}.log"
+
+
+class PgWriters:
+    """PostgreSQL writers through the endpoints of several client hosts, each started again (a
+    new run) once its host is back from a reboot.
+
+    Why: a run that patches every host reboots every client host, and a writer loop dies with
+    its host; with writers on two hosts patched one at a time, one always writes.  Each run of
+    each host is a ``DurablePgWriter`` segment: its pauses and lost rows are its own (the time
+    its host was down is not a PostgreSQL pause)."""
+
+    def __init__(self, state: dict[str, Any], hosts: list[str], password: str, max_seconds: int = 3600,
+                 check_every: float = 2.0) -> None:
+        self.state, self.hosts, self.password = state, list(hosts), password
+        self.max_seconds, self.check_every = max_seconds, check_every
+        self.segments: list[DurablePgWriter] = []
+        self.current: dict[str, DurablePgWriter] = {}
+        self.markers: dict[str, str] = {}
+        self.events: dict[str, list[tuple[str, int, float]]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _begin(self, host: str, prepare: bool) -> None:
+        writer = DurablePgWriter(self.state, host=host)
+        if prepare:
+            writer.prepare(self.password)
+        writer.start(max_seconds=self.max_seconds)
+        self.current[host] = writer
+        self.segments.append(writer)
+
+    def start(self) -> "PgWriters":
+        for host in self.hosts:
+            self.markers[host] = boot_marker(self.state, host)
+            self._begin(host, prepare=True)
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.check_every):  # the watcher's pace, not a wait for a condition
+            for host in self.hosts:
+                try:
+                    marker = boot_marker(self.state, host)
+                    if marker != self.markers[host]:
+                        self._begin(host, prepare=False)
+                        self.markers[host] = marker
+                except Exception:  # noqa: BLE001  (the host is down or booting: ask again later)
+                    continue
+
+    def acked(self) -> int:
+        """Rows acknowledged so far by the writers running now."""
+        return sum(len(w.acked()) for w in self.current.values())
+
+    def stop(self) -> None:
+        """Stop watching and every writer; keep every segment's events."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=60)
+        for writer in self.segments:
+            if writer is self.current.get(writer.host):
+                try:
+                    self.events[writer.run] = writer.stop(deadline=60)
+                    continue
+                except Exception:  # noqa: BLE001  (its host went down again: read what it logged)
+                    pass
+            self.events[writer.run] = writer.events()
+
+    def lost(self) -> list[str]:
+        """``host:run:id`` of every acknowledged row missing from the database."""
+        missing = []
+        for writer in self.segments:
+            acked = {i for kind, i, _ in self.events.get(writer.run, []) if kind == "ok"}
+            missing += [f"{writer.host}:{writer.run}:{i}" for i in sorted(acked - writer.present())]
+        return missing
+
+    def pauses(self, threshold: float = 1.0) -> list[tuple[str, WritePause]]:
+        """(client host, pause) of every segment, in time order."""
+        found = [(w.host, p) for w in self.segments for p in write_pauses(self.events.get(w.run, []), threshold)]
+        return sorted(found, key=lambda item: item[1].start)
+
+    def total_acked(self) -> int:
+        return sum(1 for events in self.events.values() for kind, _, _ in events if kind == "ok")
+
+    def cleanup(self) -> None:
+        for writer in self.segments:
+            try:
+                writer.cleanup()
+            except Exception:  # noqa: BLE001  (best effort: a log left in /var/tmp harms nothing)
+                pass
+
+
+# --- the host-patching command's progress lines ------------------------------------------------
+
+PATCH_LINE = re.compile(r"^\[\s*[0-9hms]+\] host (?P<n>\d+)/(?P<of>\d+) (?P<host>\S+) \((?P<az>[^)]*)\)"
+                        r"(?: step (?P<step>\S+))?(?:: (?P<detail>.*))?$")
+"""``[  2m14s] host 3/8 data2 (az2) step patroni_switchover_to_sync_standby: detail`` (hostdriver.host_progress)."""
+
+
+@dataclass
+class StepSpan:
+    """One step of one host's turn, from its ``start`` line to its ``OK``/``FAILED`` line."""
+
+    host: str
+    step: str
+    start: float
+    end: float | None = None
+    ok: bool | None = None
+    detail: str = ""
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.end is None else self.end - self.start
+
+
+@dataclass
+class PatchTimeline:
+    """Who was patched when, from the stamped lines of a deploys/patch_hosts.py run (``LineClock``)."""
+
+    turns: dict[str, tuple[float, float]] = field(default_factory=dict)
+    steps: list[StepSpan] = field(default_factory=list)
+
+    def host_at(self, when: float) -> str | None:
+        """The host whose turn covered ``when`` (None: before, between or after the turns)."""
+        return next((h for h, (a, b) in self.turns.items() if a <= when <= b), None)
+
+    def step(self, host: str, name: str) -> StepSpan | None:
+        """The last run of step ``name`` on ``host``."""
+        return next((s for s in reversed(self.steps) if s.host == host and s.step == name), None)
+
+    def hosts(self) -> list[str]:
+        return sorted(self.turns, key=lambda h: self.turns[h][0])
+
+
+def patch_timeline(stamped: list[tuple[float, str]]) -> PatchTimeline:
+    """Parse a run's progress lines: each host's turn (its first to its last line) and its steps."""
+    timeline = PatchTimeline()
+    for when, line in stamped:
+        match = PATCH_LINE.match(line.strip())
+        if not match:
+            continue
+        host, step, detail = match["host"], match["step"], (match["detail"] or "").strip()
+        first, _ = timeline.turns.get(host, (when, when))
+        timeline.turns[host] = (first, when)
+        if step is None:
+            continue
+        if detail == "start":
+            timeline.steps.append(StepSpan(host, step, when))
+            continue
+        span = timeline.step(host, step)
+        if span is None or span.end is not None:
+            continue
+        if detail.startswith("OK"):
+            span.end, span.ok, span.detail = when, True, detail[2:].strip()
+        elif detail.startswith(("FAILED", "did not finish")):
+            span.end, span.ok, span.detail = when, False, detail.removeprefix("FAILED:").strip()
+    return timeline

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from lab.client import PyinfraRun, changed_operations, lab_lock, output_of, run_pyinfra, ssh
-from lab.workload import MASTER, Loop, SessionChurn, editor_session, hold_session, key_for, sentinel_client
+from lab.workload import MASTER, Loop, SessionChurn, hold_sessions_on, sentinel_client
 from ooha.rollout import scale
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
@@ -86,33 +86,6 @@ HOLD_S = 15.0
 the drain must wait for them and none may be cut."""
 
 
-def hold_sessions_on(lab: dict[str, Any], node: str, count: int, hold: float) -> tuple[list[threading.Thread], dict[str, Any]]:
-    """Open ``count`` editing sessions whose documents land on ``node`` and hold each ``hold``
-    seconds in a thread, pinging every second; the result dict counts opened/on_node/cut."""
-    result: dict[str, Any] = {"opened": 0, "on_node": 0, "cut": [], "ended": 0}
-    lock = threading.Lock()
-    opened = []
-    for i in range(count):
-        key = key_for(node, ["ds1", "ds2", "ds3"], f"scale-held-{i}")
-        ws, served = editor_session(lab, key)
-        opened.append((key, ws, served))
-        result["opened"] += 1
-        result["on_node"] += served == node
-
-    def hold_one(key: str, ws: Any, served: str) -> None:
-        died = hold_session(ws, hold)
-        with lock:
-            if died is None:
-                result["ended"] += 1
-            else:
-                result["cut"].append(f"{key} on {served} after {died:.1f} s")
-
-    threads = [threading.Thread(target=hold_one, args=item, daemon=True) for item in opened]
-    for thread in threads:
-        thread.start()
-    return threads, result
-
-
 @pytest.fixture(scope="module")
 def scale_lab(request: pytest.FixtureRequest) -> Any:
     with lab_lock():
@@ -147,15 +120,14 @@ def test_a_node_retired_and_joined_again_under_load(scale_lab: dict[str, Any], t
         figures.append(f"refusal of the unprepared removal: {time.monotonic() - t0:.0f} s")
 
         # 2. scale-in with editing sessions open on it: drain, out of both LBs, then the container stops
-        threads, held = hold_sessions_on(lab, NODE, HELD, HOLD_S)
+        held = hold_sessions_on(lab, NODE, HELD, HOLD_S, nodes=["ds1", "ds2", "ds3"], prefix="scale-held")
         t0 = time.monotonic()
         retire = run_pyinfra("-y", INVENTORY, "deploys/scale.py", "--data", f"ds_retire={NODE}", *FAST, timeout=900)
         text = output_of(retire)
-        for thread in threads:
-            thread.join(timeout=HOLD_S + 15)
-        figures.append(f"sessions held on {NODE} across its drain: {held['opened']} opened ({held['on_node']} on {NODE}), "
-                       f"{held['ended']} ended on their own, {len(held['cut'])} cut")
-        assert held["on_node"] == HELD and held["ended"] == HELD and not held["cut"], held
+        held.join(HOLD_S + 15)
+        figures.append(f"sessions held on {NODE} across its drain: {held.opened} opened ({held.on_node} on {NODE}), "
+                       f"{held.ended} ended on their own, {len(held.cut)} cut")
+        assert held.on_node == HELD and held.ended == HELD and not held.cut, held
         waited = re.search(r"drain: OK 0 editing sessions left after (\d+) s", text)
         assert waited and int(waited.group(1)) >= 5, text[-3000:]  # the drain waited for them
         assert retire.returncode == 0, text[-4000:]
