@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ooha.rollout import gates, ledger, lock as lk
-from ooha.rollout.drain import settle_seconds, transition_allowed
+from ooha.rollout.drain import settle_seconds
 from ooha.rollout.live import remote
 from ooha.rollout.live.store import Store, StoreError
 from ooha.rollout.journal import Journal, Phase, Status, decide_start, interrupt, new_journal, record, resume
@@ -139,16 +139,12 @@ class Driver:
         """Move ``node`` to ``wanted`` through allowed transitions, then let every LB worker see it."""
         from ooha.rollout.live import nodestate
 
-        current = self.states().get(node, "active")
-        if current == wanted:
-            return
-        path = ["draining", "out"] if (current, wanted) == ("active", "out") else [wanted]
-        for step in path:
-            if not transition_allowed(current, step):
-                raise Stop(f"{node}: node state {current} -> {step} is not allowed")
-            self.on_redis(lambda host: nodestate.set_state(host, self.state_key, node, step))
-            current = step
-        time.sleep(settle_seconds(self.cache_ms))
+        try:
+            changed = nodestate.move_state(self.fleet.redis, self.state_key, node, wanted)
+        except nodestate.NodeStateError as error:
+            raise Stop(str(error)) from error
+        if changed:
+            time.sleep(settle_seconds(self.cache_ms))
 
     def set_states(self, nodes: tuple[str, ...] | list[str], wanted: str, only_from: str | None = None) -> str | None:
         """``set_state`` for each node (only those now ``only_from`` when given); the failure as
@@ -163,13 +159,12 @@ class Driver:
 
     def on_redis(self, action: Callable[[Any], Any]) -> Any:
         """``action(host)`` on the first redis host where it succeeds (a lost data host is not a stop)."""
-        last: Exception | None = None
-        for host in self.fleet.redis:
-            try:
-                return action(host)
-            except Exception as error:
-                last = error
-        raise Stop(f"node states not reachable through any redis host ({last})")
+        from ooha.rollout.live import nodestate
+
+        try:
+            return nodestate.first(self.fleet.redis, action)
+        except nodestate.NodeStateError as error:
+            raise Stop(str(error)) from error
 
     # --- cluster store ----------------------------------------------------------------------
 
@@ -463,25 +458,18 @@ class Driver:
         failed = self.set_states(wave, "draining", only_from="active")
         if failed:
             return False, failed
-        start = time.time()
-        last_print = 0.0
-        while True:
-            left = {n: observe.node_view(self.fleet.doc(n), "", "draining").sessions for n in wave}
-            total = sum(v or 0 for v in left.values())
-            elapsed = time.time() - start
-            if total == 0 and all(v is not None for v in left.values()):
-                return True, f"0 editing sessions left after {elapsed:.0f} s"
-            if elapsed >= self.drain_seconds or self.ctx.interrupts:
-                if self.ctx.interrupts:
-                    return False, "interrupted"
-                # -1: the count was unknown when the bound ended (reported as such, never as 0)
-                journal.flags.setdefault("sessions_cut", {}).update({n: -1 if v is None else v for n, v in left.items()})
-                return True, (f"{total} editing session(s) still open when ds_drain_seconds ({self.drain_seconds} s) "
-                              "ended: the replace cuts them")
-            if time.time() - last_print >= PROGRESS_EVERY_S:
-                self.say(f"{total} session(s) left, {elapsed:.0f} s of {self.drain_seconds}")
-                last_print = time.time()
-            self.wait(1)
+        from ooha.rollout.live import nodestate
+
+        end = nodestate.wait_drained(lambda: {n: observe.node_view(self.fleet.doc(n), "", "draining").sessions for n in wave},
+                                     self.drain_seconds, self.wait, self.say, lambda: bool(self.ctx.interrupts), PROGRESS_EVERY_S)
+        if end.drained:
+            return True, f"0 editing sessions left after {end.elapsed:.0f} s"
+        if end.interrupted:
+            return False, "interrupted"
+        # -1: the count was unknown when the bound ended (reported as such, never as 0)
+        journal.flags.setdefault("sessions_cut", {}).update({n: -1 if v is None else v for n, v in end.left.items()})
+        return True, (f"{sum(v or 0 for v in end.left.values())} editing session(s) still open when ds_drain_seconds "
+                      f"({self.drain_seconds} s) ended: the replace cuts them")
 
     def phase_replace(self) -> tuple[bool, str]:
         journal = self.journal

@@ -21,7 +21,9 @@ read or written: a drain whose state is not written must stop the rollout, never
 from __future__ import annotations
 
 import json
-from typing import Any
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from ooha.facts.redis import CLI
 from ooha.rollout import drain
@@ -190,3 +192,63 @@ def settle_seconds(lb_host: Any) -> float:
     from ooha.layers.loadbalancer import node_state_settings
 
     return drain.settle_seconds(node_state_settings(lb_host)[1])
+
+
+# --- moves shared by the DS rollout and host patching -----------------------------------------
+
+
+def first(hosts: list[Any], action: Any) -> Any:
+    """``action(host)`` on the first redis-group host where it succeeds (a data host that is
+    down must not stop a drain); NodeStateError with the last cause when none does."""
+    last: Exception | None = None
+    for host in hosts:
+        try:
+            return action(host)
+        except Exception as error:
+            last = error
+    raise NodeStateError(f"node states not reachable through any redis host ({last})")
+
+
+def move_state(hosts: list[Any], key: str, node: str, wanted: str) -> bool:
+    """Move ``node`` to ``wanted`` through allowed transitions (active -> out goes through
+    draining); True when something was written (the caller then waits ``settle_seconds``)."""
+    current = first(hosts, lambda host: read_states(host, key)).get(node, drain.ACTIVE)
+    if current == wanted:
+        return False
+    path = [drain.DRAINING, drain.OUT] if (current, wanted) == (drain.ACTIVE, drain.OUT) else [wanted]
+    for step in path:
+        if not drain.transition_allowed(current, step):
+            raise NodeStateError(f"{node}: node state {current} -> {step} is not allowed")
+        first(hosts, lambda host: set_state(host, key, node, step))
+        current = step
+    return True
+
+
+@dataclass(frozen=True)
+class DrainEnd:
+    """How a drain wait ended: every count 0 (``drained``), the bound, or an interruption."""
+
+    drained: bool
+    interrupted: bool
+    left: dict[str, int | None]
+    elapsed: float
+
+
+def wait_drained(count: Callable[[], dict[str, int | None]], bound_s: float, wait: Callable[[float], None],
+                 say: Callable[[str], None], interrupted: Callable[[], bool], every_s: float = 10.0) -> DrainEnd:
+    """Poll ``count()`` (open editing sessions per draining node, None: unknown) once a second
+    until all are a known 0, ``bound_s`` passed (ds_drain_seconds: the caller then cuts what is
+    left), or ``interrupted()``; progress through ``say`` every ``every_s``."""
+    start = time.time()
+    last_print = 0.0
+    while True:
+        left = count()
+        elapsed = time.time() - start
+        if sum(v or 0 for v in left.values()) == 0 and all(v is not None for v in left.values()):
+            return DrainEnd(True, False, left, elapsed)
+        if elapsed >= bound_s or interrupted():
+            return DrainEnd(False, interrupted(), left, elapsed)
+        if time.time() - last_print >= every_s:
+            say(f"{sum(v or 0 for v in left.values())} session(s) left, {elapsed:.0f} s of {bound_s:.0f}")
+            last_print = time.time()
+        wait(1)
