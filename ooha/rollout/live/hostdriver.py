@@ -186,9 +186,10 @@ def packages_of(memo: dict[str, Any], facts: Any, patch: PatchOptions) -> list[s
         return [str(p) for p in memo["packages"]]
     from ooha.rollout.hostgates import select_packages
 
-    pending = getattr(facts, "selected", None) or getattr(facts, "pending", None) or ()
+    pending = getattr(facts, "pending", None)
     try:
-        return [f"{p.name} {p.candidate}" for p in select_packages(tuple(pending), patch.packages)]
+        chosen = pending(patch.packages) if callable(pending) else select_packages(tuple(pending or ()), patch.packages)
+        return [f"{p.name} {p.candidate}" for p in chosen or ()]
     except (AttributeError, TypeError):
         return []
 
@@ -232,7 +233,8 @@ class HostDriver(Driver):
         self.ctx.out(host_progress(self.journal, self.ctx.started, time.time(), self.azs(), self.step, detail))
 
     def host(self, name: str) -> Any:
-        return next(h for h in self.fleet.inventory if h.name == name)
+        get = getattr(self.fleet.inventory, "get_host", None)
+        return get(name) if get is not None else next(h for h in self.fleet.inventory if h.name == name)
 
     def step_wait(self, seconds: float) -> None:
         """A step's poll interval: heartbeats; a first Ctrl-C lets the step finish (a reboot wait cut
