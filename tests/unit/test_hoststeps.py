@@ -4,7 +4,6 @@ ooha/rollout/live/hoststeps.py, and the drain helpers it shares with the DS roll
 
 from __future__ import annotations
 
-import json
 import shlex
 import subprocess
 
@@ -123,20 +122,23 @@ def test_commands_quote_their_arguments() -> None:
     assert hs.sentinel_failover_command("onlyoffice").endswith("SENTINEL FAILOVER onlyoffice 2>&1")
 
 
-RABBIT = "vhost onlyoffice_ds1\n" + json.dumps([
-    {"name": "a", "pid": "<rabbit@data1.1700.512.0>", "slave_pids": ["<rabbit@data2.1.2.0>", "<rabbit@data3.1.2.0>"],
-     "synchronised_slave_pids": ["<rabbit@data2.1.2.0>"]},
-    {"name": "b", "pid": "<rabbit@data2.1.3.0>", "slave_pids": ["<rabbit@data1.1.2.0>"], "synchronised_slave_pids": []},
-    {"name": "c", "pid": "<rabbit@data1.1.4.0>", "slave_pids": "", "synchronised_slave_pids": ""},
-]) + "\nvhost /\n[]\n"
+RABBIT = (
+    "vhost onlyoffice_ds1\n"
+    "a\t<rabbit@data1.1700.512.0>\tfalse\tha-onlyoffice\t[<rabbit@data2.1.2.0>, <rabbit@data3.1.2.0>]\t[<rabbit@data2.1.2.0>]\n"
+    "b\t<rabbit@data2.1.3.0>\tfalse\tha-onlyoffice\t[<rabbit@data1.1.2.0>]\t[]\n"
+    "c\t<rabbit@data1.1.4.0>\tfalse\tha-onlyoffice\t[]\t[]\n"
+    "amq.gen-WeDsRZvMMxxEVwMpccUK1A\t<rabbit@data1.1.5.0>\ttrue\t\t[]\t[]\n"
+    "vhost /\n"
+)
 
 
 def test_rabbit_queues_and_what_must_sync_before_a_node_stops() -> None:
     queues = hs.parse_rabbit_queues(RABBIT)
     assert [(q["vhost"], q["name"], q["master"]) for q in queues] == [
-        ("onlyoffice_ds1", "a", "rabbit@data1"), ("onlyoffice_ds1", "b", "rabbit@data2"), ("onlyoffice_ds1", "c", "rabbit@data1")]
+        ("onlyoffice_ds1", "a", "rabbit@data1"), ("onlyoffice_ds1", "b", "rabbit@data2"), ("onlyoffice_ds1", "c", "rabbit@data1"),
+        ("onlyoffice_ds1", "amq.gen-WeDsRZvMMxxEVwMpccUK1A", "rabbit@data1")]
     assert queues[0]["synced"] == ["rabbit@data2"]
-    # a: synced on data2; b: its master is elsewhere; c: no mirror at all
+    # a: synced on data2; b: its master is elsewhere; c: no mirror at all; amq.gen: exclusive, never mirrored
     assert hs.queues_to_sync(queues, "rabbit@data1") == [("onlyoffice_ds1", "c")]
     assert hs.queues_to_sync(queues, "rabbit@data3") == []
 
@@ -248,3 +250,18 @@ def test_move_state_walks_allowed_transitions_on_the_first_answering_host(monkey
         nodestate.move_state(["data2"], "k", "ds1", "draining")
     with pytest.raises(nodestate.NodeStateError, match="not reachable through any redis host"):
         nodestate.move_state(["down"], "k", "ds1", "active")
+
+
+def test_hosts_are_observed_at_once_and_a_crash_is_unknown() -> None:
+    class Host:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    def look(target: Host) -> hs.HostFacts:
+        if target.name == "bad":
+            raise OSError("ssh died")
+        return hs.parse_observation(OBSERVED)
+
+    facts = hs._on_each([Host("good"), Host("bad")], look)
+    assert facts["good"].update_exit == 0
+    assert facts["bad"].simulation is None and facts["bad"].update_exit is None  # refused by the plan and the gates

@@ -23,7 +23,6 @@ the root-only ``ooha-redis-cli`` wrapper (the password from a root-only file int
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -109,22 +108,29 @@ def _section(name: str) -> str:
     return f"echo '{SECTION.format(name)}'; "
 
 
+CUT = f"echo '{SECTION.format('cut')}'"
+
+
+def reboot_sections() -> str:
+    """The reboot flag (and the packages that asked) and ``needrestart -b``: what
+    ``hostgates.reboot_decision`` reads (as the report's HostPatchState does)."""
+    return (_section("reboot") + "if [ -e /run/reboot-required ]; then echo yes; cat /run/reboot-required.pkgs 2>/dev/null; "
+            "else echo no; fi; " + _section("needrestart")
+            + f"if command -v needrestart >/dev/null; then timeout 60 needrestart -b 2>/dev/null || {CUT}; fi; true")
+
+
 def observe_command() -> str:
     """One round trip: apt-get update (and its exit code), the upgrade simulation, free space
     of / and /var, dpkg --audit, held packages, the reboot flag, needrestart -b.  LC_ALL=C: the
     parsers read apt's untranslated texts.  A tool cut short by its timeout prints ``cut``."""
-    cut = f"echo '{SECTION.format('cut')}'"
     return (
         "export LC_ALL=C DEBIAN_FRONTEND=noninteractive; "
         + _section("update") + f"timeout {UPDATE_TIMEOUT_S} apt-get update 2>&1; echo \"update-exit $?\"; "
-        + _section("simulate") + f"timeout 120 apt-get -s upgrade 2>&1 || {cut}; "
-        + _section("df") + "df -B1 --output=source,target,avail / /var 2>/dev/null || " + cut + "; "
-        + _section("audit") + f"timeout 60 dpkg --audit 2>&1; [ $? -le 1 ] || {cut}; "
-        + _section("held") + f"apt-mark showhold 2>/dev/null || {cut}; "
-        + _section("reboot") + "if [ -e /run/reboot-required ]; then echo yes; cat /run/reboot-required.pkgs 2>/dev/null; "
-        "else echo no; fi; "
-        + _section("needrestart") + f"if command -v needrestart >/dev/null; then timeout 60 needrestart -b 2>/dev/null || {cut}; "
-        "fi; true"
+        + _section("simulate") + f"timeout 120 apt-get -s upgrade 2>&1 || {CUT}; "
+        + _section("df") + f"df -B1 --output=source,target,avail / /var 2>/dev/null || {CUT}; "
+        + _section("audit") + f"timeout 60 dpkg --audit 2>&1; [ $? -le 1 ] || {CUT}; "
+        + _section("held") + f"apt-mark showhold 2>/dev/null || {CUT}; "
+        + reboot_sections()
     )
 
 
@@ -249,52 +255,52 @@ def sentinel_failover_command(master: str) -> str:
 
 RABBIT_QUEUES = (
     "for v in $(timeout 30 rabbitmqctl list_vhosts -q --no-table-headers name); do "
-    "echo \"vhost $v\"; timeout 30 rabbitmqctl list_queues -q -p \"$v\" --formatter json "
-    "name pid slave_pids synchronised_slave_pids || exit 1; done"
+    "echo \"vhost $v\"; timeout 30 rabbitmqctl list_queues -q --no-table-headers -p \"$v\" "
+    "name pid exclusive policy slave_pids synchronised_slave_pids || exit 1; done"
 )
-"""Every vhost's queues with their master (pid) and mirrors (slave_pids, the synchronised ones)."""
+"""Every vhost's queues, tab-separated: name, master pid, exclusive, policy, mirrors, the
+synchronised mirrors.  The table format, not JSON: its pids name their node
+(``<rabbit@data1.1700.512.0>``), the JSON formatter's (``#PID<12766.4814.0>``) do not."""
 
 
 # --- decisions (pure) -----------------------------------------------------------------------
 
 
-def _erlang_node(pid: Any) -> str | None:
-    """``<rabbit@data1.1234.0>`` (rabbitmqctl's JSON of a pid) -> ``rabbit@data1``."""
-    m = re.match(r"^<?([^<>.\s]+@[^.\s>]+)", str(pid or ""))
-    return m.group(1) if m else None
+_NODE = re.compile(r"<([^<>.\s@]+@[^<>.\s]+)\.")
+
+
+def _nodes(field: str) -> list[str]:
+    """The Erlang node names in a pid or a list of pids (``<rabbit@data1.1.2.0>``)."""
+    return _NODE.findall(field)
 
 
 def parse_rabbit_queues(text: str) -> list[dict[str, Any]]:
-    """``RABBIT_QUEUES``'s output -> [{vhost, name, master, mirrors, synced}] (nodes by name)."""
+    """``RABBIT_QUEUES``'s output -> [{vhost, name, master, mirrors, synced, exclusive, policy}]."""
     queues: list[dict[str, Any]] = []
     vhost = ""
     for line in text.splitlines():
         if line.startswith("vhost "):
             vhost = line[6:].strip()
             continue
-        try:
-            value = json.loads(line)
-        except ValueError:
+        fields = line.split("\t")
+        if len(fields) < 6:
             continue
-        for q in value if isinstance(value, list) else []:
-            if not isinstance(q, dict) or "name" not in q:
-                continue
-
-            def nodes(key: str) -> list[str]:
-                items = q.get(key) or []
-                return [n for n in (_erlang_node(p) for p in (items if isinstance(items, list) else [])) if n]
-
-            queues.append({"vhost": vhost, "name": str(q["name"]), "master": _erlang_node(q.get("pid")),
-                           "mirrors": nodes("slave_pids"), "synced": nodes("synchronised_slave_pids")})
+        name, pid, exclusive, policy, mirrors, synced = fields[:6]
+        masters = _nodes(pid)
+        queues.append({"vhost": vhost, "name": name, "master": masters[0] if masters else None,
+                       "exclusive": exclusive.strip() == "true", "policy": policy.strip(),
+                       "mirrors": _nodes(mirrors), "synced": _nodes(synced)})
     return queues
 
 
 def queues_to_sync(queues: list[dict[str, Any]], node: str) -> list[tuple[str, str]]:
-    """(vhost, queue) whose master or a mirror is on ``node`` and that has no synchronised copy on
-    another node: stopping ``node`` could lose their messages (sync them first)."""
+    """(vhost, queue) mirrored by a policy whose master or a mirror is on ``node`` and that has no
+    synchronised copy on another node: stopping ``node`` could lose their messages (sync them
+    first).  Exclusive queues (a connection's own, server-named) are never mirrored and go with
+    their connection: the client declares them again on reconnect."""
     out = []
     for q in queues:
-        if q["master"] != node and node not in q["mirrors"]:
+        if q["exclusive"] or not q["policy"] or (q["master"] != node and node not in q["mirrors"]):
             continue
         copies = ([q["master"]] if q["master"] and q["master"] != node else []) + [n for n in q["synced"] if n != node]
         if not copies:
@@ -453,12 +459,22 @@ def host_view(target: Any, facts: HostFacts, patch: PatchOptions, patroni: tuple
     )
 
 
+def _on_each(targets: list[Any], look: Callable[[Any], HostFacts]) -> dict[str, HostFacts]:
+    """``look`` on every host at once (greenlets, as pyinfra itself runs hosts): ``apt-get update``
+    through one proxy is the slow part, and eight of them in a row would be minutes."""
+    import gevent
+
+    jobs = {t.name: gevent.spawn(look, t) for t in targets}
+    gevent.joinall(list(jobs.values()))
+    return {name: job.value if job.successful() else parse_observation("") for name, job in jobs.items()}
+
+
 def observe_hosts(inventory: Any, patch: PatchOptions) -> tuple[list[HostView], dict[str, HostFacts]]:
     """One HostView per inventory host in a group host patching knows (inventory order), and
     each one's raw observations for ``host_gates`` (``apt-get update`` runs on every host first)."""
     targets = [h for h in inventory.iter_activated_hosts() if set(h.groups) & KNOWN_GROUPS] \
         if hasattr(inventory, "iter_activated_hosts") else [h for h in inventory if set(h.groups) & KNOWN_GROUPS]
-    facts = {t.name: observe_host(t, patch) for t in targets}
+    facts = _on_each(targets, lambda t: observe_host(t, patch))
     patroni = _patroni(inventory) if any("postgres" in t.groups for t in targets) else None
     sentinels = _sentinels(inventory) if any("redis" in t.groups for t in targets) else None
     primary = sentinel_agreement(sentinels)
@@ -730,18 +746,10 @@ def _reconnect(target: Any) -> bool:
 
 
 def _reboot_verdict(env: StepEnv, target: Any) -> RebootVerdict | None:
-    facts = parse_observation(remote.run(target, reboot_look_command(), timeout=120).stdout)
+    facts = parse_observation(remote.run(target, reboot_sections(), timeout=120).stdout)
     if facts.flag is None and facts.needrestart is None:
         return None
     return hostgates.reboot_decision(env.patch.reboot, facts.flag, facts.needrestart)
-
-
-def reboot_look_command() -> str:
-    """The reboot flag and needrestart only (``observe_command``'s sections)."""
-    cut = f"echo '{SECTION.format('cut')}'"
-    return (_section("reboot") + "if [ -e /run/reboot-required ]; then echo yes; cat /run/reboot-required.pkgs 2>/dev/null; "
-            "else echo no; fi; " + _section("needrestart")
-            + f"if command -v needrestart >/dev/null; then timeout 60 needrestart -b 2>/dev/null || {cut}; fi; true")
 
 
 def reboot_bound(env: StepEnv, target: Any) -> float:
