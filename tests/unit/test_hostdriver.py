@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -50,6 +50,9 @@ class FakeInventory:
         self.groups = {g: [h for h in hosts if g in h.groups] for h in hosts for g in h.groups}
 
     def __iter__(self):
+        return iter(self.hosts)
+
+    def iter_activated_hosts(self):
         return iter(self.hosts)
 
     def get_group(self, name: str) -> list[FakeHost]:
@@ -98,9 +101,17 @@ class FakeSteps:
     interrupt_at: tuple[str, str] | None = None
     ctx: Any = None
 
+    looked: list[list[str]] = field(default_factory=list)
+    unreadable: str | None = None
+
     def observe_hosts(self, inv: Any, patch: PatchOptions):
         self.observed += 1
-        return views(self.pending), {}
+        names = [h.name for h in inv.iter_activated_hosts()]
+        self.looked.append(names)
+        found = [v for v in views(self.pending) if v.name in names]
+        if self.observed > 1 and self.unreadable:  # apt on that host stopped answering after the plan
+            found = [replace(v, pending=None) if v.name == self.unreadable else v for v in found]
+        return found, {}
 
     def host_gates(self, inv: Any, facts: dict, planned: list[str]) -> list[GateResult]:
         return [GateResult("host-disk", tuple(self.gate_problems), "enough")]
@@ -237,6 +248,8 @@ def test_a_run_patches_the_planned_hosts_in_order_one_step_at_a_time(world) -> N
     assert "patched 3 host(s): lb2, ds3, data3; rebooted 3: lb2, ds3, data3" in lines
     assert any(l.startswith("skipped: lb1 (no pending update of patch_packages") and "data1" in l for l in lines)
     assert (store.acquired, len(list(Path(".ooha/rollouts").glob("*.json")))) == (1, 1)
+    # one look at every host for the plan, then one fresh look per host at its turn (that host only)
+    assert steps.looked == [["lb1", "lb2", "ds1", "ds3", "data1", "data3"], ["ds3"], ["data3"]]
 
 
 def test_a_second_run_plans_nothing_and_takes_no_lock(world) -> None:
@@ -335,6 +348,17 @@ def test_a_fresh_look_skips_a_host_patched_meanwhile(world) -> None:
     status, lines = run(steps)
     assert status == 0 and not any(h == "data3" for h, _ in steps.calls)
     assert any("data3 (" in l and "skipped" in l for l in lines if l.startswith("skipped:")), lines
+
+
+def test_a_fresh_look_that_cannot_see_the_host_stops_before_it_changes(world) -> None:
+    run, store, written = world
+    steps = FakeSteps(dict(PENDING), unreadable="data3")
+    status, lines = run(steps)
+    assert status == 1 and not any(h == "data3" for h, _ in steps.calls) and ("ds3", "ds_return") in steps.calls
+    journal = store.open_journal()
+    assert journal is not None and journal.status is Status.FAILED
+    assert journal.reason.startswith("data3 step fresh-look failed: data3: host-plan: pending updates unknown")
+    assert not any(h == "data3" for h, _ in written) and not steps.undone
 
 
 # --- pure parts -------------------------------------------------------------------------------

@@ -197,6 +197,29 @@ def packages_of(memo: dict[str, Any], facts: Any, patch: PatchOptions) -> list[s
 # --- the driver -----------------------------------------------------------------------------------
 
 
+class OneHost:
+    """The inventory as ``observe_hosts`` sees it for one host's fresh look: every group stays (the
+    roles are read from the cluster's members: Patroni leader, Sentinels' primary) but only ``name``
+    is observed, so a turn costs one host's ``apt-get update``, not every host's."""
+
+    def __init__(self, inventory: Any, name: str) -> None:
+        self._inventory, self._name = inventory, name
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self._inventory, item)
+
+    def _only(self, hosts: Any) -> Any:
+        return iter([h for h in hosts if h.name == self._name])
+
+    def iter_activated_hosts(self) -> Any:
+        every = getattr(self._inventory, "iter_activated_hosts", None)
+        return self._only(every() if every is not None else self._inventory)
+
+    def __iter__(self) -> Any:
+        return self._only(self._inventory)
+
+
+
 @dataclass
 class Steps:
     """The I/O the driver calls (hoststeps' functions; unit tests pass fakes)."""
@@ -383,31 +406,37 @@ class HostDriver(Driver):
     def fresh_look(self, host: str, state: dict[str, Any], resume: bool, views: list[Any] | None) -> bool:
         """Before the host's turn (or when resuming it): its steps from what is true now.
 
-        The plan's order stands; a host that has nothing to do any more is skipped; a cluster the
-        planner cannot plan (two leaders, a role unknown) stops the run before the host changes.
+        The plan's order stands; a host that has nothing to do any more is skipped; a host whose
+        own observation is incomplete (its Patroni role, whether it holds the VIP, apt unreadable)
+        stops the run before it changes.  Only this host is observed (``OneHost``).
         """
         journal = self.journal
         assert journal is not None
         self.step = None
         if views is None:
             self.say("fresh look before its turn")
-            views, _ = self.observe(self.patch)
-        plan = hostplan.plan_hosts(views, self.patch)
-        if plan.problems:
-            journal.flags["look_problem"] = "; ".join(p.line() for p in plan.problems)
-            return False
+            found, facts = self.steps.observe_hosts(OneHost(self.fleet.inventory, host), self.patch)
+            views = list(found)
+            self.facts.update(facts)
         view = next((v for v in views if v.name == host), None)
         if view is None:
-            journal.flags["look_problem"] = f"{host} is not in the inventory any more; fix: put it back, then rerun"
+            journal.flags["look_problem"] = f"{host}: not observed (not in the inventory any more?); fix: put it back, then rerun"
+            return False
+        # the host's own observation must be complete (the cross-host checks, one leader and one VIP
+        # holder, were the plan's; the steps check the cluster again before anything moves)
+        problems = [p for p in hostplan.plan_hosts([view], self.patch).problems if p.where == host]
+        if problems:
+            journal.flags["look_problem"] = "; ".join(p.line() for p in problems)
             return False
         fresh = list(hostplan.host_wave(view, self.patch).sequence())
         index = int(state.get("index") or 0)
+        skip = hostplan.skip_reason(view, self.patch)
         if resume and index:
             sequence, index = resume_sequence(state["sequence"], index, fresh)
             self.say(f"resuming at step {sequence[index] if index < len(sequence) else 'end'} of {' '.join(sequence)}")
-        elif host in plan.skipped:
-            state["outcome"] = f"skipped: {plan.skipped[host]} (fresh look)"
-            self.say(f"skipped: {plan.skipped[host]} (fresh look)")
+        elif skip:
+            state["outcome"] = f"skipped: {skip} (fresh look)"
+            self.say(f"skipped: {skip} (fresh look)")
             return True
         else:
             sequence, index = fresh, 0
