@@ -396,6 +396,8 @@ class Loop:
     """HTTP 200 with body ``false``: a node reporting itself sick (e.g. while it shuts down)."""
     failures: list[str] = field(default_factory=list)
     gap: float = 0.0
+    failed_at: list[float] = field(default_factory=list)
+    """time.time() when each failed request was sent (the first 20): which job step it met."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -405,6 +407,7 @@ class Loop:
         while not self._stop.is_set():
             path = self.paths[i % len(self.paths)]
             i += 1
+            sent = time.time()
             try:
                 response = get(self.state, path, timeout=self.timeout)
                 good = response.status_code == 200
@@ -422,6 +425,7 @@ class Loop:
                 self.failed += 1
                 if len(self.failures) < 20:
                     self.failures.append(detail)
+                    self.failed_at.append(sent)
             self._stop.wait(REQUEST_INTERVAL)
 
     def __enter__(self) -> "Loop":
@@ -886,6 +890,12 @@ class PatchTimeline:
     def host_at(self, when: float) -> str | None:
         """The host whose turn covered ``when`` (None: before, between or after the turns)."""
         return next((h for h, (a, b) in self.turns.items() if a <= when <= b), None)
+
+    def where(self, when: float) -> str:
+        """``host step`` running at ``when`` (else the host whose turn it was, else ``-``): to
+        name what a client's failure met."""
+        span = next((s for s in reversed(self.steps) if s.start <= when <= (s.end or s.start)), None)
+        return f"{span.host} {span.step}" if span else (self.host_at(when) or "-")
 
     def step(self, host: str, name: str) -> StepSpan | None:
         """The last run of step ``name`` on ``host``."""
