@@ -83,7 +83,8 @@ def test_parse_df_needs_both_rows() -> None:
 def test_upgrade_command_is_noninteractive_and_keeps_our_config(names: tuple[str, ...] | None, want: str) -> None:
     command = hs.upgrade_command(names)
     assert "DEBIAN_FRONTEND=noninteractive" in command and "LC_ALL=C" in command and want in command
-    assert "--assume-no" in hs.sizes_command(names)
+    sizes = hs.sizes_command(names)
+    assert "--print-uris --assume-no" in sizes and "-y" not in sizes.split()  # observing installs nothing
 
 
 def test_reboot_is_fired_outside_the_ssh_session() -> None:

@@ -7,9 +7,9 @@ This module runs the commands on the hosts the pyinfra CLI already connected
 with small pure functions below (unit-tested in tests/unit/test_hoststeps.py), so the remote
 I/O of each step is a few lines: run, parse, decide, poll with ``env.wait``.
 
-The contract with the host driver (``hostdriver.py``) is /tmp/issue12-contract.md at the time
-of writing: :class:`StepEnv`, :func:`observe_hosts`, :func:`host_gates`, :func:`run_step`,
-:func:`undo`.  Every step is idempotent when re-entered from its start (a resumed run re-runs
+The interface the host driver (``hostdriver.py``) uses: :class:`StepEnv`,
+:func:`observe_hosts`, :func:`host_gates`, :func:`run_step` (every step name of
+``hostplan.pre_steps``/``post_steps`` plus ``apt_upgrade`` and ``reboot``) and :func:`undo`.  Every step is idempotent when re-entered from its start (a resumed run re-runs
 the journal's current step): a move first looks whether it is already done.  ``env.memo`` (the
 journal's per-host scratch) carries what a step must remember across an interruption: the boot
 marker before a reboot, the reboot verdict, that keepalived was stopped on purpose, the DS
@@ -198,10 +198,13 @@ def _package_args(names: tuple[str, ...] | list[str]) -> str:
 
 
 def sizes_command(names: tuple[str, ...] | None) -> str:
-    """apt's download/install sizes of the upgrade (``--assume-no`` answers its own question:
-    exit 1 is expected).  ``names``: the selected packages; None: the whole ``upgrade``."""
+    """apt's download/install sizes of the upgrade, changing nothing.  ``--print-uris``: apt
+    prints its summary and then the URIs instead of installing; ``--assume-no`` answers a
+    question if it asks one.  Why both: ``install --only-upgrade PKG`` of just the named
+    packages asks NO question, so ``--assume-no`` alone installed the canary during the
+    observation on the lab.  ``names``: the selected packages; None: the whole ``upgrade``."""
     what = "upgrade" if names is None else f"install --only-upgrade {_package_args(names)}"
-    return f"LC_ALL=C DEBIAN_FRONTEND=noninteractive timeout 120 apt-get --assume-no {what} 2>&1; true"
+    return f"LC_ALL=C DEBIAN_FRONTEND=noninteractive timeout 120 apt-get --print-uris --assume-no {what} 2>&1; true"
 
 
 def upgrade_command(names: tuple[str, ...] | None) -> str:
