@@ -361,6 +361,37 @@ def test_a_fresh_look_that_cannot_see_the_host_stops_before_it_changes(world) ->
     assert not any(h == "data3" for h, _ in written) and not steps.undone
 
 
+def test_a_host_removed_from_the_inventory_while_the_run_was_open_is_skipped_on_resume(world, monkeypatch) -> None:
+    run, store, written = world
+    steps = FakeSteps(dict(PENDING), fail=("ds3", "reboot"))
+    assert run(steps)[0] == 1
+    full = inventory
+
+    def without_ds3() -> FakeInventory:
+        return FakeInventory([h for h in full().hosts if h.name != "ds3"])
+
+    monkeypatch.setitem(globals(), "inventory", without_ds3)  # what the fixture builds the next driver from
+    calls_before = len(steps.calls)
+    status, lines = run(steps)
+    assert status == 0 and all(h == "data3" for h, _ in steps.calls[calls_before:]), steps.calls[calls_before:]
+    assert any("ds3 (" in l and "skipped: not in the inventory any more" in l for l in lines), lines
+
+
+def test_a_turn_whose_first_step_failed_resumes_without_the_cluster_gates_refusing_it(world) -> None:
+    """ds_drain failed half-way (the node left draining): on resume the ds-nodes gate would refuse
+    that node, but the turn has begun and owes its own steps (ds_return) first."""
+    run, store, written = world
+    steps = FakeSteps(dict(PENDING), fail=("ds3", "ds_drain"))
+    assert run(steps)[0] == 1
+    assert store.open_journal().flags["hosts"]["ds3"]["index"] == 0
+    steps.gate_problems = [Problem("ds3", "preflight", "node is 'draining' in the load balancers outside a rollout", "x")]
+    calls_before = len(steps.calls)
+    status, lines = run(steps)
+    assert status == 0, "\n".join(lines)
+    assert steps.calls[calls_before] == ("ds3", "ds_drain") and ("ds3", "ds_return") in steps.calls[calls_before:]
+    assert any("mid-turn: the preflight's findings are shown, not enforced" in l for l in lines)
+
+
 # --- pure parts -------------------------------------------------------------------------------
 
 LEADER = ["etcd_others_healthy", "patroni_others_streaming", "rabbitmq_sync_queues", "sentinel_failover", "patroni_nosync",

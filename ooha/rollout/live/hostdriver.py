@@ -353,8 +353,11 @@ class HostDriver(Driver):
         self.say(f"resuming host patching {journal.rollout_id} ({journal.reason or 'interrupted'})")
         self.step = None
         views, facts = self.observe(self.patch)
-        remaining = [h for w in journal.waves[max(journal.wave, 0):] for h in w]
-        mid_turn = bool(state.get("index"))
+        known = {h.name for h in self.fleet.inventory}
+        remaining = [h for w in journal.waves[max(journal.wave, 0):] for h in w if h in known]
+        # a turn that began (even if its first step failed half-way: a drain left `draining`) owes
+        # its own steps first; the cluster gates then only inform
+        mid_turn = bool(state.get("index") or state.get("started"))
         problems = self.gate_problems(remaining, facts, self.ctx.out)
         if problems and mid_turn:
             self.say(f"{host} is mid-turn: the preflight's findings are shown, not enforced (its own steps gate its return)")
@@ -413,6 +416,10 @@ class HostDriver(Driver):
         journal = self.journal
         assert journal is not None
         self.step = None
+        if not any(h.name == host for h in self.fleet.inventory):  # removed on purpose (retired, replaced)
+            state["outcome"] = "skipped: not in the inventory any more"
+            self.say("skipped: not in the inventory any more (the main job owns what is left of it)")
+            return True
         if views is None:
             self.say("fresh look before its turn")
             found, facts = self.steps.observe_hosts(OneHost(self.fleet.inventory, host), self.patch)
@@ -434,7 +441,7 @@ class HostDriver(Driver):
         if resume and index:
             sequence, index = resume_sequence(state["sequence"], index, fresh)
             self.say(f"resuming at step {sequence[index] if index < len(sequence) else 'end'} of {' '.join(sequence)}")
-        elif skip:
+        elif skip and not resume:  # a resumed turn that began runs through (its first step may have moved a role)
             state["outcome"] = f"skipped: {skip} (fresh look)"
             self.say(f"skipped: {skip} (fresh look)")
             return True
