@@ -124,6 +124,8 @@ class FakeSteps:
             self.fail = None
             env.memo["tried"] = True
             return False, f"{host} did not come back from the reboot in 300 s; fix: start it"
+        if step == "ds_drain":
+            env.wait(0.01)  # the driver's interruptible, heartbeating sleep
         if step == "apt_upgrade":
             env.memo["packages"] = ["ooha-lab-canary 1.1"]
             self.pending[host] = 0

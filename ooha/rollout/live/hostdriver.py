@@ -261,10 +261,13 @@ class HostDriver(Driver):
 
     def step_wait(self, seconds: float) -> None:
         """A step's poll interval: heartbeats; a first Ctrl-C lets the step finish (a reboot wait cut
-        short would leave a host nobody watches come back), a second one ends the wait."""
+        short would leave a host nobody watches come back), a second one ends the wait.  gevent's
+        sleep: the heartbeat greenlet runs meanwhile (pyinfra does not monkey-patch time.sleep)."""
+        import gevent
+
         end = time.time() + seconds
         while time.time() < end and self.ctx.interrupts < 2:
-            time.sleep(min(1.0, max(0.0, end - time.time())))
+            gevent.sleep(min(1.0, max(0.0, end - time.time())))
             self.beat()
 
     # --- observations and gates ---------------------------------------------------------------
