@@ -22,7 +22,9 @@ Commands and the formats read (from their documentation and sources):
 - ``apt-get --assume-no upgrade`` for the sizes: the simulation (``-s``) ends before apt's
   download summary, the real command prints ``Need to get X[/Y] of archives.`` and
   ``After this operation, Z of additional disk space will be used.`` (or ``... will be freed.``)
-  and answers its own question with no (``Abort.``, exit 1);
+  and answers its own question with no (``Abort.``, exit 1); run with ``--print-uris`` too
+  (hoststeps.sizes_command): ``install --only-upgrade PKG`` of only the named packages asks no
+  question, and without ``--print-uris`` it installs them (seen on the lab);
 - ``apt-get update`` (exit 0 even when an index could not be fetched: ``Err:``/``W: Failed to
   fetch`` say so; exit 100 with ``E:`` lines otherwise);
 - ``dpkg --audit`` (silent when the package database is sound; otherwise paragraphs naming
@@ -326,7 +328,7 @@ def disk_gate(host: str, sizes: AptSizes | None, root: Filesystem | None, var: F
     if sizes is None or root is None or var is None:
         missing = [n for n, v in (("apt's download/install sizes", sizes), ("free space on /", root), ("free space on /var", var)) if v is None]
         return _result("disk", [Problem(host, "disk", f"{', '.join(missing)} unknown",
-                                        "check `apt-get --assume-no upgrade` and `df /  /var` on the host")])
+                                        "check `apt-get --print-uris --assume-no upgrade` and `df /  /var` on the host")])
     install = max(0, sizes.install_delta_bytes)
     needs: dict[str, tuple[Filesystem, int, list[str]]] = {}
     for fs, need, what in ((root, install, "/"), (var, sizes.download_bytes, "/var")):

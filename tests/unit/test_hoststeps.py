@@ -185,6 +185,17 @@ def test_sentinel_agreement_and_small_parsers() -> None:
     assert hs.parse_failed_units("") == []
     ip = "3: eth1    inet 198.18.10.100/24 scope global secondary eth1\\       valid_lft forever"
     assert hs.holds_address(ip, "198.18.10.100") and not hs.holds_address(ip, "198.18.10.10")
+    silent = "1: lo    inet 198.18.10.100/32 scope global lo\\       valid_lft forever"
+    assert not hs.holds_address(silent, "198.18.10.100")  # vip_move's copy on lo during the handover
+
+
+def test_handover_keeps_a_silent_copy_and_restores_the_sysctls() -> None:
+    keep = hs.handover_keep_command("198.18.10.100")
+    assert "arp_ignore=1" in keep and "arp_announce=2" in keep and "ip addr add 198.18.10.100/32 dev lo" in keep
+    release = hs.handover_release_command("198.18.10.100", "1 0")
+    assert "ip addr del 198.18.10.100/32 dev lo" in release
+    assert release.endswith("arp_ignore=1 net.ipv4.conf.all.arp_announce=0")
+    assert hs.handover_release_command("198.18.10.100", "").endswith("arp_ignore=0 net.ipv4.conf.all.arp_announce=0")
 
 
 def test_every_planned_step_has_an_implementation() -> None:

@@ -385,8 +385,40 @@ def parse_failed_units(text: str) -> list[str]:
 
 
 def holds_address(ip_addr_text: str, vip: str) -> bool:
-    """``ip -o addr show`` lists ``vip`` (without its prefix) on an interface."""
-    return f" {vip}/" in ip_addr_text
+    """``ip -o addr show`` lists ``vip`` (without its prefix) on an interface other than ``lo``
+    (``vip_move`` keeps a silent copy on ``lo`` of the old holder for a few seconds)."""
+    for line in ip_addr_text.splitlines():
+        words = line.split()
+        if len(words) > 1 and words[1] != "lo" and f" {vip}/" in f" {line}":
+            return True
+    return False
+
+
+HANDOVER_GRACE_S = 5.0
+"""Seconds the old holder keeps answering the connections it already had, after the address moved."""
+
+
+def handover_keep_command(vip: str) -> str:
+    """Before keepalived stops on the holder: the address also on ``lo`` (/32), with ARP
+    answered only for addresses of the receiving interface (``arp_ignore=1``) and never
+    announced from it (``arp_announce=2``), so the peer's gratuitous ARP wins at once while a
+    request already received here can still be answered from the address it came to.  Without
+    it, the reply of a request in flight at the move has no local source address any more and
+    the client waits for its timeout (the drill saw one 10 s ReadTimeout).  Prints the previous
+    sysctl values (restored by ``handover_release_command``)."""
+    q = remote.quote(f"{vip}/32")
+    return ("sysctl -n net.ipv4.conf.all.arp_ignore net.ipv4.conf.all.arp_announce | tr '\\n' ' '; echo; "
+            "sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 && "
+            f"{{ ip -o addr show dev lo | grep -qF ' {vip}/32 ' || ip addr add {q} dev lo; }}")
+
+
+def handover_release_command(vip: str, previous: str) -> str:
+    """The silent copy gone and the ARP sysctls back to ``previous`` (``"0 0"``: Linux's defaults)."""
+    values = [v for v in previous.split() if v.isdigit()][:2] or ["0", "0"]
+    ignore, announce = (values + ["0"])[:2]
+    q = remote.quote(f"{vip}/32")
+    return (f"{{ ! ip -o addr show dev lo | grep -qF ' {vip}/32 ' || ip addr del {q} dev lo; }} && "
+            f"sysctl -qw net.ipv4.conf.all.arp_ignore={int(ignore)} net.ipv4.conf.all.arp_announce={int(announce)}")
 
 
 def sessions_cut_text(left: dict[str, int | None], bound: float) -> str:
@@ -569,18 +601,34 @@ def _peer_lb(env: StepEnv, host: str) -> Any | None:
     return next((h for h in env.group("lb") if h.name != host), None)
 
 
+def _release_handover(env: StepEnv, target: Any) -> str | None:
+    """Remove the silent copy of the address from ``lo`` if ``vip_move`` left one (None: done)."""
+    if "handover_sysctl" not in env.memo:
+        return None
+    answer = remote.run(target, handover_release_command(_vip(target), str(env.memo["handover_sysctl"])), timeout=30)
+    if not answer.ok:
+        return f"{target.name}: could not remove the floating address from lo: {answer.why()}"
+    del env.memo["handover_sysctl"]
+    return None
+
+
 def step_vip_move(env: StepEnv, host: str) -> StepResult:
     target = env.host(host)
     peer = _peer_lb(env, host)
     if peer is None:
         return False, f"{host} holds the floating address and has no peer LB; fix: add a second LB before patching"
     if env.memo.get("keepalived_stopped") and _holds_vip(peer):
-        return True, f"floating address already on {peer.name} (keepalived stopped on {host})"
+        failed = _release_handover(env, target)
+        return (False, failed) if failed else (True, f"floating address already on {peer.name} (keepalived stopped on {host})")
     if not _holds_vip(target):
         return True, f"{host} does not hold the floating address (on {peer.name})"
     states = remote.run(peer, "systemctl is-active nginx keepalived", timeout=20)
     if states.lines() != ["active", "active"]:
         return False, f"{peer.name}: nginx/keepalived not both active ({' '.join(states.lines())}); fix: repair {peer.name} first"
+    kept = remote.run(target, handover_keep_command(_vip(target)), timeout=30)
+    if not kept.ok:
+        return False, f"{host}: could not keep the floating address on lo for the handover: {kept.why()}"
+    env.memo.setdefault("handover_sysctl", kept.stdout.strip())  # a re-entry keeps the values from before the first
     env.memo["keepalived_stopped"] = True
     started = time.time()
     stopped = remote.run(target, "systemctl stop keepalived", timeout=60)
@@ -590,7 +638,13 @@ def step_vip_move(env: StepEnv, host: str) -> StepResult:
                     bound=60, what=f"see journalctl -u keepalived on {peer.name}")
     if not ok:
         return False, why
-    return True, f"floating address moved {host} -> {peer.name} in {time.time() - started:.1f} s (keepalived stopped on {host})"
+    moved = time.time() - started
+    env.wait(HANDOVER_GRACE_S)
+    failed = _release_handover(env, target)
+    if failed:
+        return False, failed
+    return True, (f"floating address moved {host} -> {peer.name} in {moved:.1f} s (keepalived stopped on {host}; "
+                  f"{host} answered its open requests for {HANDOVER_GRACE_S:.0f} s more)")
 
 
 def _state_key(env: StepEnv) -> tuple[str, float]:
@@ -971,6 +1025,9 @@ def undo(env: StepEnv, host: str, done: list[str]) -> list[str]:
     """After a failure with ``host`` UP: undo its temporary moves that are safe to undo now.
     One line per thing done or left for a person."""
     lines: list[str] = []
+    if "handover_sysctl" in env.memo:
+        failed = _release_handover(env, env.host(host))
+        lines.append(failed or f"floating address removed from lo on {host}")
     if "vip_move" in done and env.memo.get("keepalived_stopped"):
         ok, why = run_step(env, host, "lb_backup_state")
         lines.append(f"keepalived started again on {host}" if ok or not env.memo.get("keepalived_stopped")
