@@ -895,7 +895,15 @@ class PatchTimeline:
         """``host step`` running at ``when`` (else the host whose turn it was, else ``-``): to
         name what a client's failure met."""
         span = next((s for s in reversed(self.steps) if s.start <= when <= (s.end or s.start)), None)
-        return f"{span.host} {span.step}" if span else (self.host_at(when) or "-")
+        if span is not None:
+            return f"{span.host} {span.step}"
+        host = self.host_at(when)
+        before = next((s for s in reversed(self.steps) if s.host == host and (s.end or s.start) < when), None)
+        after = next((s for s in self.steps if s.host == host and s.start > when), None)
+        if host and (before or after):
+            return (f"{host} between {before.step if before else 'its fresh look'} and "
+                    f"{after.step if after else 'its end'}")
+        return host or "-"
 
     def step(self, host: str, name: str) -> StepSpan | None:
         """The last run of step ``name`` on ``host``."""

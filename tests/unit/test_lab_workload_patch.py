@@ -51,7 +51,7 @@ def test_the_timeline_has_each_turn_and_step_on_the_clock_of_the_lines() -> None
     assert failed is not None and failed.ok is False and failed.detail.startswith("no sync standby")
     assert timeline.host_at(1006.5) == "ds3" and timeline.host_at(1010.0) == "data1" and timeline.host_at(999.0) is None
     assert timeline.step("lb1", "vip_move") is None
-    assert timeline.where(1004.0) == "ds3 ds_drain" and timeline.where(1008.0) == "ds3" and timeline.where(1.0) == "-"
+    assert timeline.where(1004.0) == "ds3 ds_drain" and timeline.where(1008.0) == "ds3 between reboot and its end" and timeline.where(1.0) == "-"
     assert isinstance(patch_timeline([]), PatchTimeline)
 
 
