@@ -119,6 +119,7 @@ def test_nosync_command_refuses_a_config_without_the_line(tmp_path, monkeypatch)
 def test_commands_quote_their_arguments() -> None:
     command = hs.switchover_command("data1", "data2; rm -rf /")
     assert shlex.quote("data2; rm -rf /") in command and "--force" in command
+    assert hs.checkpoint_command(5432).startswith("runuser -u postgres -- psql -h /var/run/postgresql -p 5432 ")
     assert "REDISCLI_AUTH" not in hs.sentinel_failover_command("onlyoffice")  # the wrapper reads the password
     assert hs.sentinel_failover_command("onlyoffice").endswith("SENTINEL FAILOVER onlyoffice 2>&1")
 
