@@ -11,6 +11,8 @@ summary and the progress lines read as documented.
 
 from __future__ import annotations
 
+from ooha.rollout.lock import LockLost
+
 import json
 import time
 from dataclasses import dataclass, field, replace
@@ -100,6 +102,8 @@ class FakeSteps:
     observed: int = 0
     interrupt_at: tuple[str, str] | None = None
     ctx: Any = None
+    lose_lock_at: tuple[str, str] | None = None
+    driver: Any = None
 
     looked: list[list[str]] = field(default_factory=list)
     unreadable: str | None = None
@@ -120,6 +124,9 @@ class FakeSteps:
         self.calls.append((host, step))
         if self.interrupt_at == (host, step):
             self.ctx.interrupts += 1
+        if self.lose_lock_at == (host, step):  # the heartbeat found another controller's lock meanwhile
+            self.driver.lost = LockLost("the lock was broken by rollout r-other")
+            return False, "interrupted by the lost lock"
         if self.fail == (host, step):
             self.fail = None
             env.memo["tried"] = True
@@ -209,6 +216,7 @@ def world(monkeypatch, tmp_path):
         steps.ctx = ctx
         driver = hostdriver.HostDriver(hostdriver.Fleet.of(inventory()), ctx, patch, steps.steps())
         driver.store = store
+        steps.driver = driver
         driver.nodes = lambda: [NodeView("ds1", "az1", None, 0), NodeView("ds3", "az3", None, 2)]
         status = hostdriver.run_interruptibly(driver, ctx)
         return status, lines
@@ -271,7 +279,7 @@ def test_a_failed_step_stops_there_undoes_that_host_and_a_rerun_resumes_at_it(wo
     assert status == 1
     assert not any(h == "data3" for h, _ in steps.calls)  # nothing after the failed host is touched
     assert steps.calls[-1] == ("ds3", "reboot")
-    assert steps.undone == [("ds3", ["ds_drain", "apt_upgrade"])]
+    assert steps.undone == [("ds3", ["ds_drain", "apt_upgrade", "reboot"])]  # the failed step may have half-moved
     journal = store.open_journal()
     assert journal is not None and journal.status is Status.FAILED and store.lock is None
     assert journal.reason.startswith("ds3 step reboot failed: ds3 did not come back")
@@ -290,6 +298,16 @@ def test_a_failed_step_stops_there_undoes_that_host_and_a_rerun_resumes_at_it(wo
     assert ("ds3", "ds_return") in resumed and resumed[-1][0] == "data3"
     assert len(store.journals) == 1 and store.open_journal() is None
     assert "patched 3 host(s): lb2, ds3, data3; rebooted 3: lb2, ds3, data3" in lines
+
+
+def test_a_lost_lock_stops_the_step_with_no_undo_on_hosts_another_controller_owns(world) -> None:
+    run, store, written = world
+    steps = FakeSteps(dict(PENDING), lose_lock_at=("ds3", "ds_drain"))
+    status, lines = run(steps)
+    assert status == 1
+    assert steps.undone == [] and steps.calls[-1] == ("ds3", "ds_drain")
+    assert not any(h == "ds3" for h, _ in written)
+    assert any("the lock is not ours any more" in line for line in lines), lines
 
 
 def test_a_refused_preflight_changes_nothing(world) -> None:

@@ -481,7 +481,11 @@ class HostDriver(Driver):
             journal.events.append(Event(Phase.HOST_STEP, journal.wave, (host,), journal.phase_started, time.time(), ok,
                                         f"{step}: {reason}"))
             if not ok:
-                return self.failed(host, step, reason, sequence[:state["index"]], env)
+                if self.lost is not None:  # the lock is another controller's now: its hosts, not ours to undo
+                    raise self.lost
+                # the failed step is in ``done`` too: it may have half-moved something (keepalived
+                # stopped, nosync set, a node draining) that undo must put back
+                return self.failed(host, step, reason, sequence[:state["index"] + 1], env)
             state["index"] += 1
             self.save()
         self.step = None
