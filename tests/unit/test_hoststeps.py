@@ -199,6 +199,15 @@ def test_handover_keeps_a_silent_copy_and_restores_the_sysctls() -> None:
     assert hs.handover_release_command("198.18.10.100", "").endswith("arp_ignore=0 net.ipv4.conf.all.arp_announce=0")
 
 
+def test_host_up_wants_a_new_boot_a_settled_systemd_and_no_failed_unit() -> None:
+    assert hs.host_up_verdict("ds1", None, None, "", []) == (False, "ds1: systemd does not answer")
+    assert hs.host_up_verdict("ds1", "Sat 19:00", "Sat 19:00", "running", [])[1] == "ds1: still the boot from before the reboot"
+    assert hs.host_up_verdict("ds1", "Sat 19:05", "Sat 19:00", "starting", [])[1] == "ds1: systemd starting"
+    assert hs.host_up_verdict("ds1", "Sat 19:05", "Sat 19:00", "degraded", ["nginx.service"])[1] == "ds1: failed unit(s) nginx.service"
+    assert hs.host_up_verdict("ds1", "Sat 19:05", "Sat 19:00", "running", [])[0]
+    assert hs.host_up_verdict("ds1", "Sat 19:00", None, "running", [])[0]  # not rebooted: the same boot is fine
+
+
 def test_every_planned_step_has_an_implementation() -> None:
     every = HostView("x", "az1", frozenset({"lb", "docs", "postgres", "etcd", "redis", "rabbitmq"}),
                      holds_vip=True, patroni_role="leader", redis_primary=True)

@@ -880,27 +880,38 @@ def step_apt_upgrade(env: StepEnv, host: str) -> StepResult:
     return True, f"{len(pending)} package(s) upgraded in {time.time() - started:.0f} s: " + ", ".join(env.memo["packages"][:6])
 
 
+def host_up_verdict(host: str, marker: str | None, before: str | None, system_state: str,
+                    failed_units: list[str]) -> tuple[bool, str]:
+    """Is ``host`` back: systemd answers (a boot marker), a NEW boot when it was rebooted
+    (``before``: the marker from before the reboot, None when it was not rebooted), systemd
+    done starting, no failed unit (``degraded`` with a failed unit is not up; a unit still
+    starting is waited for)."""
+    if marker is None:
+        return False, f"{host}: systemd does not answer"
+    if before is not None and marker == before:
+        return False, f"{host}: still the boot from before the reboot"
+    if system_state in ("initializing", "starting", ""):
+        return False, f"{host}: systemd {system_state or 'state unknown'}"
+    if failed_units:
+        return False, f"{host}: failed unit(s) {', '.join(failed_units)}"
+    return True, f"{host} up, systemd {system_state}, no failed unit"
+
+
 def step_host_up(env: StepEnv, host: str) -> StepResult:
     target = env.host(host)
+    before = env.memo.get("boot_before") if env.memo.get("rebooted") else None
 
     def look() -> tuple[bool, str]:
         if not target.connected and not _reconnect(target):
             return False, f"{host}: SSH does not answer"
         marker = _boot_marker(target)
         if marker is None:
-            _reconnect(target)
-            return False, f"{host}: systemd does not answer"
-        if memo_rebooted and marker == env.memo.get("boot_before"):
-            return False, f"{host}: still the boot from before the reboot"
+            _reconnect(target)  # a connection from before the reboot: the next look uses a new one
+            return host_up_verdict(host, None, before, "", [])
         state = remote.run(target, "systemctl is-system-running", timeout=20, sudo=False).stdout.strip()
-        if state in ("initializing", "starting"):
-            return False, f"{host}: systemd {state}"
         failed = parse_failed_units(remote.run(target, "systemctl --failed --plain --no-legend", timeout=20, sudo=False).stdout)
-        if failed:
-            return False, f"{host}: failed unit(s) {', '.join(failed)}"
-        return True, f"{host} up, systemd {state}, no failed unit"
+        return host_up_verdict(host, marker, before, state, failed)
 
-    memo_rebooted = bool(env.memo.get("rebooted"))
     return _poll(env, look, what=f"systemctl --failed on {host}")
 
 
