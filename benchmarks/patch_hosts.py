@@ -25,7 +25,8 @@ from typing import Any
 from lab import aptrepo
 from lab.client import TARGETS, PyinfraRun, lab_cli, locked_lab, secrets, wait_for
 from lab.workload import (LineClock, Loop, PatchTimeline, PgWriters, SessionChurn, Writer, boot_markers, cluster_view,
-                          package_version, patch_timeline, redis_hosts, sentinels_primary, vip_holder, wait_healthy)
+                          package_version, patch_timeline, redis_hosts, remove_canary, sentinels_primary, vip_holder,
+                          wait_healthy)
 
 PACKAGE = aptrepo.PACKAGE
 PATHS = ["/healthcheck", "/healthcheck?shardkey=patch-hosts-bench-doc"]
@@ -107,7 +108,7 @@ def main() -> int:
             return report(lab, args, before, markers, run, code, took, stamped, loop, churn, pg, keys, offset)
         finally:
             pg.cleanup()
-            lab_cli("canary", *TARGETS, "--remove", timeout=900)
+            remove_canary(lab, TARGETS)
             print("canary removed from every host")
 
 
@@ -138,12 +139,12 @@ def report(lab: dict[str, Any], args: argparse.Namespace, before: dict[str, Any]
         print(line)
     pauses = pg.pauses(PAUSE_S)
     print(f"every PostgreSQL write pause over {PAUSE_S} s: " + (", ".join(
-        f"{p.seconds:.1f} s on {c} during {timeline.host_at(p.start) or '-'}" for c, p in pauses) or "none"))
+        f"{p.seconds:.1f} s on {c} during {timeline.where(p.start)}" for c, p in pauses) or "none"))
     print(f"PostgreSQL: {pg.total_acked()} rows acknowledged by {len(pg.segments)} writer runs on "
           f"{', '.join(WRITER_HOSTS)}, {len(lost_rows)} lost" + (f" {lost_rows[:10]}" if lost_rows else ""))
     print(f"Redis through Sentinel: {len(keys.acked)} keys acknowledged, {len(lost_keys)} lost, {len(keys.errors)} "
           f"errors, longest gap {keys.longest_gap():.1f} s")
-    cut_where = [f"{node} during {timeline.host_at(at) or '-'}" for at, node in churn.cut_at]
+    cut_where = [f"{node} during {timeline.where(at)}" for at, node in churn.cut_at]
     print(f"editing sessions: {churn.summary()}" + (f"; cut: {', '.join(cut_where)}" if cut_where else ""))
     moved = roles["leader"] != before["leader"]
     print(f"roles: Patroni leader {before['leader']} -> {roles['leader']}"

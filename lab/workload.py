@@ -936,3 +936,20 @@ def patch_timeline(stamped: list[tuple[float, str]]) -> PatchTimeline:
         elif detail.startswith(("FAILED", "did not finish")):
             span.end, span.ok, span.detail = when, False, detail.removeprefix("FAILED:").strip()
     return timeline
+
+
+def remove_canary(state: dict[str, Any], hosts: list[str] | tuple[str, ...], deadline: float = 240) -> None:
+    """The lab's canary package and apt source off ``hosts`` (``python -m lab canary --remove``),
+    checked host by host and retried: a removal can lose the dpkg lock to an apt run the host
+    started itself, and apt-get purge then fails quietly (lab/aptrepo.py REMOVE_SCRIPT)."""
+    from lab.aptrepo import PACKAGE
+
+    lab_cli("canary", *hosts, "--remove", timeout=600)
+
+    def gone() -> bool:
+        left = [h for h in hosts if package_version(state, h, PACKAGE) is not None]
+        for host in left:
+            lab_cli("canary", host, "--remove", timeout=300)
+        return not left
+
+    wait_for(f"{PACKAGE} removed from {', '.join(hosts)}", gone, deadline, interval=5, tolerate=(Exception,))

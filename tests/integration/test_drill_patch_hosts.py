@@ -41,7 +41,7 @@ from lab import aptrepo
 from lab.client import (TARGETS, PyinfraRun, changed_operations, explain, hosts_in, lab_cli, lab_lock, output_of,
                         report_lines, run_pyinfra, secrets, ssh, wait_for)
 from lab.workload import (LineClock, Loop, NoRestart, PgWriter, Writer, boot_markers, container_of,
-                          hold_sessions_on, package_version, patch_timeline, redis_hosts, sentinels_primary,
+                          hold_sessions_on, package_version, patch_timeline, redis_hosts, remove_canary, sentinels_primary,
                           vip_holder, wait_healthy, write_pauses)
 from tests.integration.dstools import leader
 
@@ -114,20 +114,6 @@ def last_run_stamps(lab: dict[str, Any], hosts: list[str]) -> dict[str, str]:
     return found
 
 
-def remove_canary(lab: dict[str, Any]) -> None:
-    """The canary and the lab source off every host, checked host by host (a removal can lose
-    the dpkg lock to an apt run the host started itself; apt-get purge then fails quietly)."""
-    lab_cli("canary", *TARGETS, "--remove", timeout=600)
-
-    def gone() -> bool:
-        left = [h for h in TARGETS if package_version(lab, h, PACKAGE) is not None]
-        for host in left:
-            lab_cli("canary", host, "--remove", timeout=300)
-        return not left
-
-    wait_for(f"{PACKAGE} removed from every host", gone, 240, interval=5, tolerate=(Exception,))
-
-
 def restore(lab: dict[str, Any]) -> None:
     """Whatever a failed drill left: every host running with its restart policy, an open
     host-patching journal finished by the same command, the canary and the lab source removed,
@@ -146,7 +132,7 @@ def restore(lab: dict[str, Any]) -> None:
         resumed = run_pyinfra(*FAILURE_COMMAND, timeout=1500)
         print(f"\nrestore: the open host-patching run resumed: exit {resumed.returncode}\n{output_of(resumed)[-1500:]}")
     try:
-        remove_canary(lab)
+        remove_canary(lab, TARGETS)
     except AssertionError as error:
         print(f"restore: {error}")
     for host in TARGETS:
@@ -337,7 +323,7 @@ def test_a_host_that_does_not_come_back_stops_the_run_and_the_same_command_resum
 
 def test_the_lab_is_as_before_and_the_main_job_changes_nothing(patch_lab: dict[str, Any]) -> None:
     lab = patch_lab
-    remove_canary(lab)
+    remove_canary(lab, TARGETS)
     _, sources = ssh(lab, "lb1", f"ls {aptrepo.SOURCE_FILE} 2>&1")
     assert "No such file" in sources, sources
     assert open_patch_journals(lab) == 0
