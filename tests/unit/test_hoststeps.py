@@ -120,6 +120,8 @@ def test_commands_quote_their_arguments() -> None:
     command = hs.switchover_command("data1", "data2; rm -rf /")
     assert shlex.quote("data2; rm -rf /") in command and "--force" in command
     assert hs.checkpoint_command(5432).startswith("runuser -u postgres -- psql -h /var/run/postgresql -p 5432 ")
+    assert hs.pause_writes_command(5000).endswith("redis -e CLIENT PAUSE 5000 WRITE 2>&1")
+    assert "CLIENT UNPAUSE" in hs.unpause_command()
     assert "REDISCLI_AUTH" not in hs.sentinel_failover_command("onlyoffice")  # the wrapper reads the password
     assert hs.sentinel_failover_command("onlyoffice").endswith("SENTINEL FAILOVER onlyoffice 2>&1")
 
