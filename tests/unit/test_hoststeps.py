@@ -289,3 +289,24 @@ def test_hosts_are_observed_at_once_and_a_crash_is_unknown() -> None:
     facts = hs._on_each([Host("good"), Host("bad")], look)
     assert facts["good"].update_exit == 0
     assert facts["bad"].simulation is None and facts["bad"].update_exit is None  # refused by the plan and the gates
+
+
+def test_undo_follows_the_memo_even_when_the_move_itself_failed(monkeypatch) -> None:
+    calls: list[str] = []
+
+    class Env:
+        memo = {"keepalived_stopped": True, "nosync_set": True, "ds_image": "img"}
+
+        def host(self, name: str) -> str:
+            return name
+
+    monkeypatch.setattr(hs, "run_step", lambda env, host, step: (calls.append(step), (True, "ok"))[1])
+    monkeypatch.setattr(hs, "_set_nosync", lambda env, host, value: (calls.append(f"nosync {value}"), (True, "same"))[1])
+    monkeypatch.setattr(hs.observe, "node_health", lambda target: ("img", "false", None))
+    lines = hs.undo(Env(), "ds1", [])  # type: ignore[arg-type]
+    assert calls == ["lb_backup_state", "nosync False"]
+    assert lines[0] == "keepalived started again on ds1" and lines[1] == "ds1: nosync tag cleared"
+    assert "left out of the load balancers' table" in lines[2]  # unhealthy: not returned
+    Env.memo = {}
+    calls.clear()
+    assert hs.undo(Env(), "ds1", ["ds_drain", "ds_return"]) == [] and calls == []  # type: ignore[arg-type]

@@ -775,6 +775,7 @@ def _set_nosync(env: StepEnv, host: str, value: bool) -> StepResult:
 
 
 def step_patroni_nosync(env: StepEnv, host: str) -> StepResult:
+    env.memo["nosync_set"] = True  # before the edit: undo clears it even if this step fails midway
     ok, why = _set_nosync(env, host, True)
     if not ok:
         return ok, why
@@ -792,6 +793,8 @@ def step_patroni_nosync(env: StepEnv, host: str) -> StepResult:
 
 def step_patroni_clear_nosync(env: StepEnv, host: str) -> StepResult:
     ok, why = _set_nosync(env, host, False)
+    if ok:
+        env.memo.pop("nosync_set", None)
     return ok, (f"{host} nosync tag cleared ({why})" if ok else why)
 
 
@@ -1075,14 +1078,14 @@ def undo(env: StepEnv, host: str, done: list[str]) -> list[str]:
     if "handover_sysctl" in env.memo:
         failed = _release_handover(env, env.host(host))
         lines.append(failed or f"floating address removed from lo on {host}")
-    if "vip_move" in done and env.memo.get("keepalived_stopped"):
+    if env.memo.get("keepalived_stopped"):  # the memo, not ``done``: vip_move may have failed after the stop
         ok, why = run_step(env, host, "lb_backup_state")
         lines.append(f"keepalived started again on {host}" if ok or not env.memo.get("keepalived_stopped")
                      else f"keepalived on {host} left stopped: {why}")
-    if "patroni_nosync" in done:
+    if "patroni_nosync" in done or env.memo.get("nosync_set"):
         ok, why = _set_nosync(env, host, False)
         lines.append(f"{host}: nosync tag cleared" if ok else f"{host}: nosync tag left set: {why}")
-    if "ds_drain" in done:
+    if ("ds_drain" in done or "ds_image" in env.memo) and "ds_return" not in done:
         running, health, _ = observe.node_health(env.host(host))
         if running is not None and health == "true":
             ok, why = step_ds_return(env, host)
