@@ -138,7 +138,7 @@ def restore(lab: dict[str, Any]) -> None:
     for host in TARGETS:
         ssh(lab, host, "if [ \"$(sort -u /run/reboot-required.pkgs 2>/dev/null)\" = " + repr(PACKAGE) + " ]; then "
                        "sudo rm -f /run/reboot-required /run/reboot-required.pkgs; fi")
-    if unfinished:
+    if unfinished or not lab.get("restored"):  # the last test did not run the main job: the /etc/hosts gap
         converge = run_pyinfra("-y", INVENTORY, "deploys/ha.py", timeout=1500)
         print(f"restore: main job exit {converge.returncode}")
 
@@ -284,7 +284,7 @@ def test_a_host_that_does_not_come_back_stops_the_run_and_the_same_command_resum
     stuck = next(lb for lb in hosts_in(lab, "lb") if lb != holder)  # planned first (tier lb_standby), the holder last
     lab_cli("canary", stuck, holder, "--version", OLD, timeout=600, check=True)
     markers = boot_markers(lab, TARGETS)
-    with Loop(lab, PATHS, timeout=10.0) as loop:
+    with Loop(lab, PATHS, timeout=10.0) as loop:  # the front door while the standby LB is lost
         with NoRestart(lab, stuck) as no_restart:
             t0 = time.monotonic()
             failed = run_pyinfra(*FAILURE_COMMAND, timeout=1200)
@@ -302,15 +302,16 @@ def test_a_host_that_does_not_come_back_stops_the_run_and_the_same_command_resum
             others = [h for h in TARGETS if h != stuck]
             assert boot_markers(lab, others) == {h: markers[h] for h in others}
             assert open_patch_journals(lab) == 1
-            assert loop.failed == 0, loop.failures
-        lab_cli("start", stuck, timeout=300, check=True)
-        t0 = time.monotonic()
-        resumed = run_pyinfra(*FAILURE_COMMAND, timeout=1200)
-        text = output_of(resumed)
-        print(f"the same command after `python -m lab start {stuck}`: exit {resumed.returncode} in "
-              f"{time.monotonic() - t0:.0f} s")
-        print("\n".join(line for line in text.splitlines() if line.startswith(("host patching ", "patched ", "host times"))))
-    print(f"front door: {loop.failed} failed of {loop.ok + loop.failed} GETs (longest gap {loop.gap:.1f} s)")
+    print(f"front door while {stuck} was lost: {loop.failed} failed of {loop.ok + loop.failed} GETs "
+          f"(longest gap {loop.gap:.1f} s)")
+    assert loop.failed == 0, loop.failures
+    lab_cli("start", stuck, timeout=300, check=True)
+    t0 = time.monotonic()
+    resumed = run_pyinfra(*FAILURE_COMMAND, timeout=1200)  # its vip_move under load: the first test's part
+    text = output_of(resumed)
+    print(f"the same command after `python -m lab start {stuck}`: exit {resumed.returncode} in "
+          f"{time.monotonic() - t0:.0f} s")
+    print("\n".join(line for line in text.splitlines() if line.startswith(("host patching ", "patched ", "host times"))))
     assert resumed.returncode == 0, text[-4000:]
     assert "resuming host patching" in text, text[-3000:]
     assert versions(lab, [stuck, holder]) == {stuck: NEW, holder: NEW}
@@ -318,7 +319,6 @@ def test_a_host_that_does_not_come_back_stops_the_run_and_the_same_command_resum
     assert after[stuck] != markers[stuck] and after[holder] != markers[holder], (markers, after)
     assert the_vip_holder(lab) == stuck
     assert open_patch_journals(lab) == 0
-    assert loop.failed == 0, loop.failures
 
 
 def test_the_lab_is_as_before_and_the_main_job_changes_nothing(patch_lab: dict[str, Any]) -> None:
@@ -331,6 +331,7 @@ def test_the_lab_is_as_before_and_the_main_job_changes_nothing(patch_lab: dict[s
     the_vip_holder(lab)
     rerun = run_pyinfra("-y", INVENTORY, "deploys/ha.py", timeout=1500)
     assert rerun.returncode == 0, explain(rerun)
+    lab["restored"] = True
     changed = {op: n for op, n in changed_operations(output_of(rerun)).items() if op != "Grand total"}
     print(f"\nmain job after the drills: changed {changed or 'nothing'}")
     assert set(changed) <= LAB_REBOOT_ARTIFACTS, changed
