@@ -124,6 +124,9 @@ def test_commands_quote_their_arguments() -> None:
     assert "CLIENT UNPAUSE" in hs.unpause_command()
     assert "REDISCLI_AUTH" not in hs.sentinel_failover_command("onlyoffice")  # the wrapper reads the password
     assert hs.sentinel_failover_command("onlyoffice").endswith("SENTINEL FAILOVER onlyoffice 2>&1")
+    # the old primary is made a replica while still paused: released writers then get READONLY
+    assert hs.replicaof_command("198.18.2.31", 6379).endswith("redis -e REPLICAOF 198.18.2.31 6379 2>&1")
+    assert hs.role_command().endswith("redis ROLE 2>&1")
 
 
 RABBIT = (
@@ -310,3 +313,19 @@ def test_undo_follows_the_memo_even_when_the_move_itself_failed(monkeypatch) -> 
     Env.memo = {}
     calls.clear()
     assert hs.undo(Env(), "ds1", ["ds_drain", "ds_return"]) == [] and calls == []  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("script, status", [
+    ("exit 2", 1),                      # rabbitmqctl fails: not "no queue to sync"
+    ("true", 1),                        # no vhost listed: the same
+    ('if [ "$1" = list_vhosts ]; then echo /; else echo "q\tpid"; fi', 0),
+])
+def test_the_queue_listing_fails_when_the_vhosts_cannot_be_listed(tmp_path, script: str, status: int) -> None:
+    import os
+    import subprocess
+
+    fake = tmp_path / "rabbitmqctl"
+    fake.write_text(f"#!/bin/sh\n{script}\n")
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}")
+    assert subprocess.run(["sh", "-c", hs.RABBIT_QUEUES], env=env, capture_output=True).returncode == status

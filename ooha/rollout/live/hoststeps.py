@@ -275,17 +275,31 @@ def unpause_command() -> str:
     return f"{REDIS_CLI} redis -e CLIENT UNPAUSE 2>&1"
 
 
+def replicaof_command(primary: str, port: int) -> str:
+    """``REPLICAOF <new primary> <port>`` on the old primary, still paused: Sentinel converts a
+    demoted primary only seconds after the promotion, and until then writers released by
+    ``CLIENT UNPAUSE`` would still be acknowledged by it, and those writes lost.  The same command
+    Sentinel sends (idempotent: "Already connected to specified master")."""
+    return f"{REDIS_CLI} redis -e REPLICAOF {remote.quote(primary)} {int(port)} 2>&1"
+
+
+def role_command() -> str:
+    """``ROLE``: its first line is ``master``, ``slave`` or ``sentinel``."""
+    return f"{REDIS_CLI} redis ROLE 2>&1"
+
+
 def sentinel_failover_command(master: str) -> str:
     """SENTINEL FAILOVER on the local Sentinel, through the wrapper (password in REDISCLI_AUTH)."""
     return f"{REDIS_CLI} sentinel -e SENTINEL FAILOVER {remote.quote(master)} 2>&1"
 
 
 RABBIT_QUEUES = (
-    "for v in $(timeout 30 rabbitmqctl list_vhosts -q --no-table-headers name); do "
+    "vhosts=$(timeout 30 rabbitmqctl list_vhosts -q --no-table-headers name) && [ -n \"$vhosts\" ] || exit 1; "
+    "for v in $vhosts; do "
     "echo \"vhost $v\"; timeout 30 rabbitmqctl list_queues -q --no-table-headers -p \"$v\" "
     "name pid exclusive policy slave_pids synchronised_slave_pids || exit 1; done"
 )
-"""Every vhost's queues, tab-separated: name, master pid, exclusive, policy, mirrors, the
+"""Every vhost's queues (no vhost listed: a failure, never "no queue to sync"), tab-separated: name, master pid, exclusive, policy, mirrors, the
 synchronised mirrors.  The table format, not JSON: its pids name their node
 (``<rabbit@data1.1700.512.0>``), the JSON formatter's (``#PID<12766.4814.0>``) do not."""
 
@@ -644,8 +658,14 @@ def step_vip_move(env: StepEnv, host: str) -> StepResult:
     if env.memo.get("keepalived_stopped") and _holds_vip(peer):
         failed = _release_handover(env, target)
         return (False, failed) if failed else (True, f"floating address already on {peer.name} (keepalived stopped on {host})")
-    if not _holds_vip(target):
-        return True, f"{host} does not hold the floating address (on {peer.name})"
+    held = _holds_vip(target)
+    if held is None:
+        return False, f"{host}: could not read its addresses (ip -o addr); fix: check SSH to {host}, then rerun"
+    if not held:
+        if _holds_vip(peer):
+            return True, f"{host} does not hold the floating address (on {peer.name})"
+        return False, (f"the floating address is on neither {host} nor {peer.name}; "
+                       f"fix: systemctl start keepalived on both, check `ip -br addr`, then rerun")
     states = remote.run(peer, "systemctl is-active nginx keepalived", timeout=20)
     if states.lines() != ["active", "active"]:
         return False, f"{peer.name}: nginx/keepalived not both active ({' '.join(states.lines())}); fix: repair {peer.name} first"
@@ -760,11 +780,31 @@ def step_sentinel_failover(env: StepEnv, host: str) -> StepResult:
             return (now is not None and now != mine), f"Sentinels name {now or 'no single primary'}"
 
         ok, why = _poll(env, look, bound=max(30.0, PAUSE_MS / 1000), what="check SENTINEL replicas and the Sentinels' logs")
+        new = why.split()[-1]
+        if ok and paused.ok:
+            ok, why = _demote_while_paused(env, host, new)
     finally:
         if paused.ok:
             remote.run(target, unpause_command(), timeout=30)
-    return ok, (f"Redis primary moved {mine} -> {why.split()[-1]} in {time.time() - started:.1f} s "
-                f"(writes paused on {host} meanwhile)" if ok else why)
+    return ok, (f"Redis primary moved {mine} -> {new} in {time.time() - started:.1f} s "
+                f"(writes paused on {host} until it was a replica)" if ok else why)
+
+
+def _demote_while_paused(env: StepEnv, host: str, primary: str) -> StepResult:
+    """Make the old primary a replica of ``primary`` before its writers are released (see
+    ``replicaof_command``); the answer keeps the Sentinels' wording for the step's reason."""
+    target = env.host(host)
+    port = int(setting(target, "redis_port", CONTRACT_DEFAULTS))
+    answer = remote.run(target, replicaof_command(primary, port), timeout=30)
+    if not answer.ok:
+        return False, f"REPLICAOF {primary} on {host}: {answer.why()}; fix: check redis-server on {host}"
+
+    def look() -> tuple[bool, str]:
+        role = remote.run(target, role_command(), timeout=20).stdout.strip().splitlines()
+        return bool(role) and role[0] == "slave", f"{host} is {role[0] if role else 'unknown'} (want slave)"
+
+    ok, why = _poll(env, look, bound=PAUSE_MS / 1000, what=f"check `ROLE` on {host}")
+    return ok, (f"Sentinels name {primary}; {host} is its replica" if ok else why)
 
 
 def _set_nosync(env: StepEnv, host: str, value: bool) -> StepResult:
