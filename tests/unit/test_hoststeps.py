@@ -77,7 +77,7 @@ def test_parse_df_needs_both_rows() -> None:
 
 
 @pytest.mark.parametrize("names, want", [
-    (None, "apt-get -y -o Dpkg::Options::=--force-confold -o Dpkg::Options::=--force-confdef upgrade"),
+    (None, "apt-get -y -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confold -o Dpkg::Options::=--force-confdef upgrade --with-new-pkgs"),
     (("ooha-lab-canary", "libssl3:amd64"), "install --only-upgrade ooha-lab-canary libssl3:amd64"),
 ])
 def test_upgrade_command_is_noninteractive_and_keeps_our_config(names: tuple[str, ...] | None, want: str) -> None:

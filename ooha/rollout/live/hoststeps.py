@@ -126,7 +126,7 @@ def observe_command() -> str:
     return (
         "export LC_ALL=C DEBIAN_FRONTEND=noninteractive; "
         + _section("update") + f"timeout {UPDATE_TIMEOUT_S} apt-get update 2>&1; echo \"update-exit $?\"; "
-        + _section("simulate") + f"timeout 120 apt-get -s upgrade 2>&1 || {CUT}; "
+        + _section("simulate") + f"timeout 120 apt-get -s upgrade --with-new-pkgs 2>&1 || {CUT}; "
         + _section("df") + f"df -B1 --output=source,target,avail / /var 2>/dev/null || {CUT}; "
         + _section("audit") + f"timeout 60 dpkg --audit 2>&1; [ $? -le 1 ] || {CUT}; "
         + _section("held") + f"apt-mark showhold 2>/dev/null || {CUT}; "
@@ -203,7 +203,7 @@ def sizes_command(names: tuple[str, ...] | None) -> str:
     question if it asks one.  Why both: ``install --only-upgrade PKG`` of just the named
     packages asks NO question, so ``--assume-no`` alone installed the canary during the
     observation on the lab.  ``names``: the selected packages; None: the whole ``upgrade``."""
-    what = "upgrade" if names is None else f"install --only-upgrade {_package_args(names)}"
+    what = "upgrade --with-new-pkgs" if names is None else f"install --only-upgrade {_package_args(names)}"
     return f"LC_ALL=C DEBIAN_FRONTEND=noninteractive timeout 120 apt-get --print-uris --assume-no {what} 2>&1; true"
 
 
@@ -211,9 +211,11 @@ def upgrade_command(names: tuple[str, ...] | None) -> str:
     """The upgrade itself: the selected packages (``install --only-upgrade``: never installs a
     package that is not there), or ``upgrade`` when patch_packages is empty.  The configuration
     files the main job manages stay ours (``--force-confold``); no question is ever asked."""
-    what = "upgrade" if names is None else f"install --only-upgrade {_package_args(names)}"
+    what = "upgrade --with-new-pkgs" if names is None else f"install --only-upgrade {_package_args(names)}"
+    # --with-new-pkgs: a Debian kernel security update is a NEW package (linux-image-6.1.0-NN) that
+    # plain ``upgrade`` keeps back, leaving the host "up to date" on the old kernel; it never removes
     return ("export LC_ALL=C DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=l; "
-            f"apt-get -y -o Dpkg::Options::=--force-confold -o Dpkg::Options::=--force-confdef {what} 2>&1")
+            f"apt-get -y -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confold -o Dpkg::Options::=--force-confdef {what} 2>&1")
 
 
 def upgrade_names(facts: HostFacts, patterns: tuple[str, ...]) -> tuple[str, ...] | None:
@@ -933,7 +935,7 @@ def step_reboot(env: StepEnv, host: str) -> StepResult:
 
 def step_apt_upgrade(env: StepEnv, host: str) -> StepResult:
     target = env.host(host)
-    simulated = remote.run(target, "LC_ALL=C timeout 120 apt-get -s upgrade 2>&1", timeout=180)
+    simulated = remote.run(target, "LC_ALL=C timeout 120 apt-get -s upgrade --with-new-pkgs 2>&1", timeout=180)
     if not simulated.ok:
         return False, f"{host}: apt-get -s upgrade failed: {simulated.why()}"
     pending = hostgates.select_packages(hostgates.parse_apt_simulation(simulated.stdout).pending, env.patch.packages)
@@ -985,7 +987,7 @@ def step_host_up(env: StepEnv, host: str) -> StepResult:
 
 
 def step_no_pending_left(env: StepEnv, host: str) -> StepResult:
-    simulated = remote.run(env.host(host), "LC_ALL=C timeout 120 apt-get -s upgrade 2>&1", timeout=180)
+    simulated = remote.run(env.host(host), "LC_ALL=C timeout 120 apt-get -s upgrade --with-new-pkgs 2>&1", timeout=180)
     if not simulated.ok:
         return False, f"{host}: apt-get -s upgrade failed: {simulated.why()}"
     left = hostgates.select_packages(hostgates.parse_apt_simulation(simulated.stdout).pending, env.patch.packages)
