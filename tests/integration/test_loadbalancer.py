@@ -80,9 +80,26 @@ def test_front_door_answers_over_verified_tls_and_guards_internal_paths(front: d
     assert 'upstream="198.18.' in lines[0] and "urt=" in lines[0] and "uct=" in lines[0] and "rt=" in lines[0], lines
 
 
+def keys_spread_over(nodes: list[str], per_node: int) -> list[str]:
+    """New document keys, ``per_node`` for each node by the rendezvous hash.  Chosen, not drawn:
+    six random keys all hash to one of three nodes once in 243 runs (CI met it), and the test is
+    about routing, not about luck (the hash's spread is unit-tested)."""
+    wanted = {node: per_node for node in nodes}
+    keys: list[str] = []
+    for i in range(10000):
+        key = unique(f"aff{i}")
+        node = hash_node(nodes, key)
+        if wanted[node]:
+            wanted[node] -= 1
+            keys.append(key)
+        if not any(wanted.values()):
+            return keys
+    raise AssertionError(f"no {per_node} keys per node in 10000 tries: {wanted}")
+
+
 def test_every_session_of_a_document_reaches_one_node(front: dict[str, Any]) -> None:
     nodes = hosts_in(front, "docs")
-    keys = [unique(f"aff{i}") for i in range(6)]
+    keys = keys_spread_over(nodes, per_node=2)
     held = []
     try:
         first = {}
@@ -92,7 +109,7 @@ def test_every_session_of_a_document_reaches_one_node(front: dict[str, Any]) -> 
             first[key] = node
             # a new document goes where the consistent hash says (same function as the Lua)
             assert node == hash_node(nodes, key), (key, node)
-        assert len(set(first.values())) >= 2, f"6 documents all on one node: {first}"
+        assert set(first.values()) == set(nodes), f"every node takes new documents: {first}"
         for key in keys:
             for shardkey in (True, True, False):  # again, and by the /doc/<key>/ path alone
                 ws, node = session(front, key, shardkey=shardkey)
