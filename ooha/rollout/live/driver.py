@@ -97,6 +97,9 @@ class Context:
 class Driver:
     """One rollout from preflight to its end (or to an interruption)."""
 
+    JOB = "rollout"
+    """What the interruption message tells the operator to resume (subclasses name their job)."""
+
     def __init__(self, fleet: Fleet, ctx: Context) -> None:
         self.fleet = fleet
         self.ctx = ctx
@@ -397,7 +400,7 @@ class Driver:
         interrupt(self.journal, time.time())
         self.save()
         self.store.release(self.token)
-        self.say(f"interrupted; rerun the same command to resume rollout {self.journal.rollout_id}")
+        self.say(f"interrupted; rerun the same command to resume {self.JOB} {self.journal.rollout_id}")
         return 130
 
     def finish(self) -> int:

@@ -240,6 +240,8 @@ class Steps:
 class HostDriver(Driver):
     """One host-patching run, from the first look to its summary (or to an interruption)."""
 
+    JOB = "host patching"
+
     def __init__(self, fleet: Fleet, ctx: Context, patch: PatchOptions, steps: Steps | None = None) -> None:
         super().__init__(fleet, ctx)
         self.patch = patch
@@ -531,14 +533,6 @@ class HostDriver(Driver):
                             stdin=json.dumps(record_) + "\n")
         if not result.ok:
             self.say(f"could not write {PATCH_LAST_FILE}: {result.why()}")
-
-    def interrupted(self) -> int:
-        assert self.journal is not None
-        interrupt(self.journal, time.time())
-        self.save()
-        self.store.release(self.token)
-        self.say(f"interrupted; rerun the same command to resume host patching {self.journal.rollout_id}")
-        return 130
 
     def finish(self) -> int:
         journal = self.journal
