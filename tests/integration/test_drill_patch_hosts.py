@@ -38,11 +38,12 @@ from typing import Any
 import pytest
 
 from lab import aptrepo
-from lab.client import (TARGETS, PyinfraRun, changed_operations, explain, hosts_in, lab_cli, lab_lock, output_of,
+from lab.client import (TARGETS, PyinfraRun, changed_operations, explain, hosts_in, lab_cli, output_of,
                         report_lines, run_pyinfra, secrets, ssh, wait_for)
 from lab.workload import (LineClock, Loop, NoRestart, PgWriter, Writer, boot_markers, container_of,
                           hold_sessions_on, package_version, patch_timeline, redis_hosts, remove_canary, sentinels_primary,
                           vip_holder, wait_healthy, write_pauses)
+from tests.integration.deploytools import drill_lab
 from tests.integration.dstools import leader
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
@@ -145,12 +146,8 @@ def restore(lab: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def patch_lab(request: pytest.FixtureRequest) -> Any:
-    with lab_lock():
-        lab = dict(request.getfixturevalue("converged"))
-        try:
-            yield lab
-        finally:
-            restore(lab)
+    with drill_lab(request, restore) as lab:
+        yield lab
 
 
 def test_a_subset_patched_under_load_fails_no_request_and_loses_no_write(patch_lab: dict[str, Any]) -> None:

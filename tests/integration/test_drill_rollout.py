@@ -23,9 +23,10 @@ from typing import Any
 
 import pytest
 
-from lab.client import PyinfraRun, hosts_in, lab_lock, output_of, run_pyinfra, ssh
+from lab.client import PyinfraRun, hosts_in, output_of, run_pyinfra, ssh
 from lab.registry import DS_BROKEN, DS_VERSIONS
 from lab.workload import Loop, SessionChurn
+from tests.integration.deploytools import drill_lab
 from tests.integration.dstools import container_id, leader
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(2400)]
@@ -62,12 +63,8 @@ def restore(lab: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def rollout_lab(request: pytest.FixtureRequest) -> Any:
-    with lab_lock():
-        lab = dict(request.getfixturevalue("converged"))
-        try:
-            yield lab
-        finally:
-            restore(lab)
+    with drill_lab(request, restore) as lab:
+        yield lab
 
 
 def patch(*extra: str) -> PyinfraRun:
